@@ -1,0 +1,128 @@
+"""Findings and corrections: building the output frames, and the deterministic correction id.
+
+A correction id is a hash of (window, action, target, evidence). The same inputs always give the
+same id, so re-running a window proposes the same corrections and the applier's unique constraint
+on APPLIED ids makes a second application impossible. A later window that still finds the drift
+proposes a *different* id for it, which the expected-state check turns STALE once the first one
+has been applied.
+
+Every rule returns its findings and corrections through :func:`findings_frame` and
+:func:`corrections_frame`, which fill absent columns with nulls and cast to the schema; rules only
+name the columns they know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recon_pipeline.schemas import CORRECTIONS, FINDINGS, PARITY_ACTIONS, conform, empty
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, pd.Timestamp):
+        if pd.isna(value):
+            return None
+        return (value.tz_convert("UTC") if value.tzinfo else value.tz_localize("UTC")).isoformat()
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return None if not math.isfinite(f) else f
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON: sorted keys, no whitespace, floats in shortest round-trip form, NaN -> null.
+
+    Python's float repr round-trips exactly, so a value read back compares equal and the same
+    evidence hashes identically on every machine.
+    """
+    return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def correction_id(window_start: pd.Timestamp, action: str, target_table: str, target_id: str,
+                  evidence_json: str) -> str:
+    """32 hex chars of sha256 over the window, action, target and canonical evidence."""
+    window = pd.Timestamp(window_start).tz_convert("UTC").isoformat()
+    payload = "\x1f".join([window, action, target_table, target_id, evidence_json])
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def findings_frame(rows: pd.DataFrame | list[dict] | None, **constants: Any) -> pd.DataFrame:
+    """Cast rule output to the FINDINGS schema; missing columns become null; ``constants`` fill columns."""
+    return _to_schema(rows, FINDINGS, constants, "findings")
+
+
+def corrections_frame(rows: pd.DataFrame | list[dict] | None, *, parity_dry_run: bool = False,
+                      **constants: Any) -> pd.DataFrame:
+    """Cast rule output to the CORRECTIONS schema and stamp each row with its deterministic id.
+
+    ``expected_state``, ``new_state`` and ``evidence`` may be given as dicts (serialised here with
+    :func:`canonical_json`) or already as canonical JSON strings. ``parity_dry_run`` marks the parity
+    and watchdog actions DRY_RUN (``RECON_POSITION_PARITY_DRY_RUN``).
+    """
+    if rows is None or len(rows) == 0:
+        return empty(CORRECTIONS)
+    df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
+    for col in ("expected_state", "new_state", "evidence"):
+        if col not in df.columns:
+            df[col] = [canonical_json({})] * len(df)
+        else:
+            df[col] = [v if isinstance(v, str) else canonical_json(v) for v in df[col].tolist()]
+    if "dry_run" not in df.columns:
+        df["dry_run"] = False
+    if parity_dry_run:
+        df["dry_run"] = df["dry_run"].astype(bool) | df["action"].isin(PARITY_ACTIONS)
+    df = _to_schema(df, CORRECTIONS | {"correction_id": "str"}, constants, "corrections", fill_id=True)
+    df["correction_id"] = [
+        correction_id(w, a, t, i, e)
+        for w, a, t, i, e in zip(df["window_start"], df["action"], df["target_table"], df["target_id"],
+                                 df["evidence"], strict=True)
+    ]
+    return conform(df, CORRECTIONS, name="corrections")
+
+
+def _to_schema(rows, schema, constants, name, fill_id=False) -> pd.DataFrame:
+    if rows is None or len(rows) == 0:
+        return empty(schema)
+    df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
+    for col, value in constants.items():
+        df[col] = value
+    for col, dtype in schema.items():
+        if col not in df.columns:
+            if dtype == "bool":
+                df[col] = False
+            elif dtype.startswith("datetime"):
+                df[col] = pd.NaT
+            elif dtype == "float64":
+                df[col] = np.nan
+            else:
+                df[col] = None
+    if fill_id:
+        df["correction_id"] = ""
+    return conform(df, schema, name=name)
+
+
+def concat(frames: list[pd.DataFrame], schema) -> pd.DataFrame:
+    """Concatenate rule outputs of one schema, ignoring empty ones (keeps dtypes stable)."""
+    non_empty = [f for f in frames if len(f)]
+    if not non_empty:
+        return empty(schema)
+    return conform(pd.concat(non_empty, ignore_index=True), schema)
