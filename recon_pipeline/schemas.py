@@ -257,7 +257,11 @@ def conform(df: pd.DataFrame, schema: Schema, *, name: str = "frame", extra: str
     for col, dtype in schema.items():
         series = df[col]
         if dtype == TS:
-            series = pd.to_datetime(series, utc=True).astype(TS)
+            if series.dtype == object or pd.api.types.is_string_dtype(series):
+                series = pd.to_datetime(series, utc=True, format="ISO8601")
+            else:
+                series = pd.to_datetime(series, utc=True)
+            series = series.astype(TS)
         elif dtype == STR:
             series = series.astype("string").astype(STR) if len(series) else series.astype(STR)
         elif dtype == BOOL:

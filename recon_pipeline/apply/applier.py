@@ -1,0 +1,282 @@
+"""Apply one corrective batch: one transaction, expected state checked per row, each id applied once.
+
+The protocol of DESIGN section 5:
+
+1. In ONE transaction, take the profile's reconciliation lock (busy: skip, nothing written).
+2. Re-read the batch; only a PENDING batch is applied (re-running an APPLIED batch is a no-op).
+3. Per action, in a fixed order (slice exits before parity actions on the same slice, orders, pauses),
+   stage the corrections in a temporary table and run ONE ``UPDATE ... FROM`` whose WHERE clause is
+   the expected state: a row that changed since the batch was built simply does not match and its
+   correction is STALE. This is a compare-and-set, not a read-then-write, so nothing can slip in
+   between the check and the write.
+4. Derived corrections (RESERVATION_UPDATE, POSITION_UPDATE) are recomputed from what the tables hold
+   at that point, so a sibling that went STALE cannot leave them wrong.
+5. Outcomes are recorded per correction; a partial unique index allows a correction id to be APPLIED
+   once, whatever batch carries it, so two appliers racing end with one winner and one rollback.
+
+A crash anywhere rolls the transaction back: the trading tables are as before and the batch is still
+PENDING for the retry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from recon_pipeline.apply import lock
+from recon_pipeline.db.read import ts_param
+from recon_pipeline.db.recon_store import utcnow
+
+QTY_TOLERANCE = 1e-10
+SLICE_ACTIONS = ("BACKFILL_EXIT", "SYNTHETIC_EXIT", "QUARANTINE")
+ORDER_ACTIONS = ("ENTRY_FILL", "EXIT_FILL", "CANCEL_ORDER")
+PAUSE_ACTIONS = ("PAUSE_TRADING", "RESUME_TRADING")
+DERIVED_ACTIONS = ("RESERVATION_UPDATE", "POSITION_UPDATE")
+EXIT_SOURCE = {"BACKFILL_EXIT": "backfill", "SYNTHETIC_EXIT": "parity_synthetic"}
+
+
+@dataclass
+class ApplyReport:
+    batch_id: str
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped_reason: str | None = None
+
+
+def apply_batch(engine: Engine, batch_id: str, *, run_id: str | None = None, holder: str | None = None) -> ApplyReport:
+    """Apply a PENDING batch exactly once; raises :class:`lock.LockBusy` when the profile is locked."""
+    with engine.begin() as conn:
+        batch = _load_batch(conn, batch_id)
+        if batch is None:
+            raise LookupError(f"no corrective batch {batch_id!r}")
+        if batch["status"] != "PENDING":
+            return ApplyReport(batch_id, batch["status"], skipped_reason=f"batch is {batch['status']}, not PENDING")
+        lock.acquire(conn, batch["profile_id"], holder)
+        batch = _load_batch(conn, batch_id, for_update=True)  # re-read under the lock
+        if batch["status"] != "PENDING":
+            lock.release(conn, batch["profile_id"])
+            return ApplyReport(batch_id, batch["status"], skipped_reason=f"batch is {batch['status']}, not PENDING")
+        pending = _load_pending(conn, batch_id)
+        now = utcnow()
+        outcomes: dict[str, tuple[str, str]] = {}
+
+        already = _applied_elsewhere(conn, pending["correction_id"].tolist())
+        for cid in already:
+            outcomes[cid] = ("STALE", "already applied in another batch")
+        todo = pending[~pending["correction_id"].isin(already)]
+
+        for action in SLICE_ACTIONS:
+            rows = todo[todo["action"] == action]
+            if len(rows):
+                applied = _apply_slice_updates(conn, rows, action, now)
+                _record(outcomes, rows, applied, "expected slice state changed since the batch was built")
+        for action in ORDER_ACTIONS:
+            rows = todo[todo["action"] == action]
+            if len(rows):
+                applied = _apply_order_updates(conn, rows, now)
+                _record(outcomes, rows, applied, "expected order state changed since the batch was built")
+        pause_rows = todo[todo["action"].isin(PAUSE_ACTIONS)]
+        if len(pause_rows):
+            applied = _apply_pauses(conn, pause_rows, now)
+            _record(outcomes, pause_rows, applied, "pause state changed since the batch was built")
+            _sync_trading_paused(conn, batch["profile_id"])
+        derived = todo[todo["action"].isin(DERIVED_ACTIONS)]
+        for row in derived.itertuples(index=False):
+            outcomes[row.correction_id] = _apply_derived(conn, row, now)
+
+        _write_outcomes(conn, batch_id, outcomes, now)
+        conn.execute(sa.text("UPDATE recon_batches SET status = 'APPLIED', applied_at = :t, apply_run_id = :r"
+                             " WHERE batch_id = :b"), {"t": ts_param(conn, now), "r": run_id, "b": batch_id})
+        lock.release(conn, batch["profile_id"])
+    counts = Counter(status for status, _ in outcomes.values())
+    return ApplyReport(batch_id, "APPLIED", dict(counts))
+
+
+def _load_batch(conn: Connection, batch_id: str, for_update: bool = False):
+    sql = "SELECT batch_id, profile_id, window_start, status FROM recon_batches WHERE batch_id = :b"
+    if for_update and conn.dialect.name == "postgresql":
+        sql += " FOR UPDATE"
+    return conn.execute(sa.text(sql), {"b": batch_id}).mappings().first()
+
+
+def _load_pending(conn: Connection, batch_id: str) -> pd.DataFrame:
+    result = conn.execute(sa.text(
+        "SELECT correction_id, action, target_table, target_id, expected_state, new_state FROM recon_corrections"
+        " WHERE batch_id = :b AND status = 'PENDING' ORDER BY correction_id"), {"b": batch_id})
+    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    if frame.empty:
+        return pd.DataFrame(columns=["correction_id", "action", "target_table", "target_id",
+                                     "expected_state", "new_state"])
+    frame["expected"] = [json.loads(v) for v in frame["expected_state"]]
+    frame["new"] = [json.loads(v) for v in frame["new_state"]]
+    return frame
+
+
+def _applied_elsewhere(conn: Connection, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    stmt = sa.text("SELECT correction_id FROM recon_corrections WHERE status = 'APPLIED' AND correction_id IN :ids")
+    stmt = stmt.bindparams(sa.bindparam("ids", expanding=True))
+    return {r[0] for r in conn.execute(stmt, {"ids": ids})}
+
+
+def _record(outcomes, rows: pd.DataFrame, applied_targets: set[str], stale_reason: str) -> None:
+    for cid, target in zip(rows["correction_id"], rows["target_id"], strict=True):
+        outcomes[cid] = ("APPLIED", "applied") if target in applied_targets else ("STALE", stale_reason)
+
+
+def _stage(conn: Connection, name: str, columns: dict[str, str], rows: list[dict]) -> None:
+    """A temporary table holding this step's corrections; dropped by the caller's next _stage or commit."""
+    conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+    cols = ", ".join(f"{c} {t}" for c, t in columns.items())
+    suffix = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
+    conn.execute(sa.text(f"CREATE TEMPORARY TABLE {name} ({cols}){suffix}"))
+    conn.execute(sa.text(f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"),
+                 rows)
+
+
+def _num(value):
+    return None if value is None else float(value)
+
+
+def _apply_slice_updates(conn: Connection, rows: pd.DataFrame, action: str, now) -> set[str]:
+    staged = []
+    for target, exp, new in zip(rows["target_id"], rows["expected"], rows["new"], strict=True):
+        staged.append({
+            "target_id": target, "exp_status": exp.get("status"), "exp_exit_qty": _num(exp.get("exit_qty")),
+            "new_status": new.get("status"), "new_exit_qty": _num(new.get("exit_qty")),
+            "new_exit_price": _num(new.get("exit_price")),
+            "new_exit_time": ts_param(conn, new.get("exit_time")) if new.get("exit_time") else None,
+            "new_exit_source": new.get("exit_source") or EXIT_SOURCE.get(action),
+        })
+    _stage(conn, "recon_stage_slices", {
+        "target_id": "text", "exp_status": "text", "exp_exit_qty": "numeric", "new_status": "text",
+        "new_exit_qty": "numeric", "new_exit_price": "numeric", "new_exit_time": "timestamptz",
+        "new_exit_source": "text"}, staged)
+    result = conn.execute(sa.text(
+        "UPDATE trade_history SET"
+        " status = COALESCE(s.new_status, trade_history.status),"
+        " exit_qty = COALESCE(s.new_exit_qty, trade_history.exit_qty),"
+        " exit_price = COALESCE(s.new_exit_price, trade_history.exit_price),"
+        " exit_time = COALESCE(s.new_exit_time, trade_history.exit_time),"
+        " exit_source = COALESCE(s.new_exit_source, trade_history.exit_source),"
+        " updated_at = :now"
+        " FROM recon_stage_slices s"
+        " WHERE trade_history.trade_id = s.target_id AND trade_history.status = s.exp_status"
+        " AND abs(trade_history.exit_qty - s.exp_exit_qty) <= :tol"
+        " RETURNING trade_history.trade_id"), {"now": ts_param(conn, now), "tol": QTY_TOLERANCE})
+    return {r[0] for r in result}
+
+
+def _apply_order_updates(conn: Connection, rows: pd.DataFrame, now) -> set[str]:
+    staged = []
+    for target, exp, new in zip(rows["target_id"], rows["expected"], rows["new"], strict=True):
+        staged.append({
+            "target_id": target, "exp_status": exp.get("status"), "exp_filled_qty": _num(exp.get("filled_qty")),
+            "new_status": new.get("status"), "new_filled_qty": _num(new.get("filled_qty")),
+            "new_avg_fill_price": _num(new.get("avg_fill_price")),
+        })
+    _stage(conn, "recon_stage_orders", {
+        "target_id": "text", "exp_status": "text", "exp_filled_qty": "numeric", "new_status": "text",
+        "new_filled_qty": "numeric", "new_avg_fill_price": "numeric"}, staged)
+    result = conn.execute(sa.text(
+        "UPDATE orders SET"
+        " status = COALESCE(s.new_status, orders.status),"
+        " filled_qty = COALESCE(s.new_filled_qty, orders.filled_qty),"
+        " avg_fill_price = COALESCE(s.new_avg_fill_price, orders.avg_fill_price),"
+        " updated_at = :now"
+        " FROM recon_stage_orders s"
+        " WHERE orders.order_id = s.target_id AND orders.status = s.exp_status"
+        " AND abs(orders.filled_qty - s.exp_filled_qty) <= :tol"
+        " RETURNING orders.order_id"), {"now": ts_param(conn, now), "tol": QTY_TOLERANCE})
+    return {r[0] for r in result}
+
+
+def _apply_pauses(conn: Connection, rows: pd.DataFrame, now) -> set[str]:
+    """Pauses are a handful per batch: one conditional statement each."""
+    applied = set()
+    for row in rows.itertuples(index=False):
+        new = row.new
+        if row.action == "PAUSE_TRADING":
+            result = conn.execute(sa.text(
+                "INSERT INTO trading_pauses (pause_id, profile_id, source, reason, paused_at)"
+                " SELECT :pid, :prof, :src, :reason, :at"
+                " WHERE NOT EXISTS (SELECT 1 FROM trading_pauses WHERE profile_id = :prof AND source = :src"
+                "                   AND resumed_at IS NULL)"
+                " AND NOT EXISTS (SELECT 1 FROM trading_pauses WHERE pause_id = :pid)"),
+                {"pid": new.get("pause_id", row.target_id), "prof": new["profile_id"],
+                 "src": new.get("source", "parity_watchdog"), "reason": new.get("reason"),
+                 "at": ts_param(conn, new.get("paused_at") or now)})
+        else:
+            result = conn.execute(sa.text(
+                "UPDATE trading_pauses SET resumed_at = :at, resumed_by = :by"
+                " WHERE pause_id = :pid AND resumed_at IS NULL"),
+                {"pid": row.target_id, "at": ts_param(conn, new.get("resumed_at") or now),
+                 "by": new.get("resumed_by", "auto_resume")})
+        if result.rowcount == 1:
+            applied.add(row.target_id)
+    return applied
+
+
+def _sync_trading_paused(conn: Connection, profile_id: str) -> None:
+    """profiles.trading_paused is true exactly while any pause row of the profile is open."""
+    open_count = conn.execute(sa.text(
+        "SELECT count(*) FROM trading_pauses WHERE profile_id = :p AND resumed_at IS NULL"), {"p": profile_id}).scalar()
+    conn.execute(sa.text("UPDATE profiles SET trading_paused = :v WHERE profile_id = :p"),
+                 {"v": bool(open_count), "p": profile_id})
+
+
+def _apply_derived(conn: Connection, row, now) -> tuple[str, str]:
+    """Recompute reservations / a position from the tables as they are now, inside the transaction."""
+    if row.action == "RESERVATION_UPDATE":
+        profile_id = row.target_id
+        reserved = conn.execute(sa.text(
+            "SELECT COALESCE((SELECT sum((entry_qty - exit_qty) * entry_price) FROM trade_history"
+            "                 WHERE profile_id = :p AND status = 'OPEN'), 0)"
+            " + COALESCE((SELECT sum((qty - filled_qty) * price) FROM orders WHERE profile_id = :p"
+            "             AND role = 'ENTRY' AND status IN ('NEW', 'OPEN', 'PARTIALLY_FILLED')"
+            "             AND price IS NOT NULL), 0)"), {"p": profile_id}).scalar()
+        reserved = float(reserved or 0.0)
+        current = conn.execute(sa.text("SELECT reserved_usd FROM capital_ledger WHERE profile_id = :p"),
+                               {"p": profile_id}).scalar()
+        if current is not None and abs(float(current) - reserved) <= 1e-6:
+            return ("STALE", f"reserved_usd already {reserved:.8g}")
+        conn.execute(sa.text(
+            "INSERT INTO capital_ledger (profile_id, reserved_usd, updated_at) VALUES (:p, :r, :t)"
+            " ON CONFLICT (profile_id) DO UPDATE SET reserved_usd = excluded.reserved_usd,"
+            " updated_at = excluded.updated_at"), {"p": profile_id, "r": reserved, "t": ts_param(conn, now)})
+        return ("APPLIED", f"reserved_usd recomputed: {reserved:.8g}")
+    profile_id, symbol = row.target_id.split("|", 1)
+    qty, avg = conn.execute(sa.text(
+        "SELECT COALESCE(sum(CASE WHEN side = 'long' THEN entry_qty - exit_qty ELSE exit_qty - entry_qty END), 0),"
+        " sum((entry_qty - exit_qty) * entry_price) / NULLIF(sum(entry_qty - exit_qty), 0)"
+        " FROM trade_history WHERE profile_id = :p AND symbol = :s AND status = 'OPEN'"),
+        {"p": profile_id, "s": symbol}).one()
+    qty = float(qty or 0.0)
+    current = conn.execute(sa.text("SELECT qty FROM positions WHERE profile_id = :p AND symbol = :s"),
+                           {"p": profile_id, "s": symbol}).scalar()
+    if (current is None and qty == 0.0) or (current is not None and abs(float(current) - qty) <= QTY_TOLERANCE):
+        return ("STALE", f"position already {qty:.10g}")
+    conn.execute(sa.text(
+        "INSERT INTO positions (profile_id, symbol, qty, avg_entry_price, updated_at) VALUES (:p, :s, :q, :a, :t)"
+        " ON CONFLICT (profile_id, symbol) DO UPDATE SET qty = excluded.qty,"
+        " avg_entry_price = COALESCE(excluded.avg_entry_price, positions.avg_entry_price),"
+        " updated_at = excluded.updated_at"),
+        {"p": profile_id, "s": symbol, "q": qty, "a": None if avg is None else float(avg), "t": ts_param(conn, now)})
+    return ("APPLIED", f"position recomputed: {qty:.10g}")
+
+
+def _write_outcomes(conn: Connection, batch_id: str, outcomes: dict, now) -> None:
+    if not outcomes:
+        return
+    at = ts_param(conn, now)
+    conn.execute(sa.text(
+        "UPDATE recon_corrections SET status = :s, outcome = :o, applied_at = :t"
+        " WHERE batch_id = :b AND correction_id = :c"),
+        [{"s": status, "o": reason, "t": at if status == "APPLIED" else None, "b": batch_id, "c": cid}
+         for cid, (status, reason) in outcomes.items()])

@@ -1,0 +1,145 @@
+"""Report assets: what an analyst browses and what the apply sensor acts on.
+
+``mismatch_report`` and ``no_go_queue`` are the findings of the window; ``corrective_batch`` validates
+the corrections and stores them (PENDING / DRY_RUN / BLOCKED) in the pipeline's tables;
+``reconciliation_health`` records the evaluation in ``recon_runs``, which ``/internal/health`` and
+``/metrics`` read.
+"""
+
+import pandas as pd
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+
+from recon_pipeline import schemas
+from recon_pipeline.apply.batch_store import store_batch
+from recon_pipeline.assets.metadata import column_schema, markdown_table
+from recon_pipeline.assets.reconciliation import CORRECTION_PREVIEW, FINDING_PREVIEW
+from recon_pipeline.assets.snapshots import SnapshotClock
+from recon_pipeline.db.recon_store import replace_findings, upsert_run
+from recon_pipeline.observability.health import run_health
+from recon_pipeline.partitions import window_of, window_x_profile
+from recon_pipeline.resources import ReconConfig, TradingDatabase
+from recon_pipeline.rules.corrections import concat
+from recon_pipeline.rules.exit_backfill import ExitBackfillResult
+from recon_pipeline.rules.ledger import LedgerResult
+from recon_pipeline.rules.orders import OrderReconResult
+from recon_pipeline.rules.parity import ParityResult
+from recon_pipeline.rules.watchdog import WatchdogResult
+from recon_pipeline.validation.outputs import validate_outputs
+
+REPORTS = "reports"
+
+FINDING_DESCRIPTIONS = {
+    "kind": "ORDER_MISSING_FROM_EXCHANGE, ORDER_MISSING_IN_DB, MISSING_EXIT, GHOST_SLICE, QTY_MISMATCH, "
+            "WATCHDOG_TRIGGERED, UNATTRIBUTED, RESERVATION_MISMATCH, POSITION_MISMATCH, NO_GO, BAD_ROW",
+    "reason": "NO_GO reason code (NO_ATTRIBUTION, AMBIGUOUS, STALE_FILL, OVER_FILL, ...) or detail code",
+    "attribution": "strength tying the exchange activity to the profile, strongest first: client_order_id, "
+                   "trade_id_hint, sub_tag, single_open_trade, qty_unique, none",
+    "notional_usd": "mismatch notional in USD (qty x mark or fill price)",
+    "fill_ids": "exchange fill ids used as evidence, comma separated",
+}
+CORRECTION_DESCRIPTIONS = {
+    "correction_id": "deterministic: hash of window, action, target and evidence",
+    "expected_state": "what the applier must find in the target row before writing (else STALE)",
+    "new_state": "the columns the correction writes",
+    "dry_run": "stored as DRY_RUN, never applied",
+}
+
+
+def _all_findings(*results) -> pd.DataFrame:
+    return concat([r.findings for r in results], schemas.FINDINGS)
+
+
+def _worst(findings: pd.DataFrame, limit: int = 15) -> pd.DataFrame:
+    return findings.sort_values("notional_usd", ascending=False, na_position="last", kind="stable").head(limit)
+
+
+@asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
+    "Every finding of the (window, profile): orders, exits, parity, watchdog, ledger. Stored in "
+    "recon_findings; the worst findings by notional are shown below."),
+    metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)})
+def mismatch_report(context: AssetExecutionContext, order_reconciliation: OrderReconResult,
+                    exit_backfill: ExitBackfillResult, position_parity: ParityResult, watchdog: WatchdogResult,
+                    ledger_reconciliation: LedgerResult, trading_db: TradingDatabase) -> Output[pd.DataFrame]:
+    window = window_of(context.partition_key)
+    findings = _all_findings(order_reconciliation, exit_backfill, position_parity, watchdog, ledger_reconciliation)
+    with trading_db.begin() as conn:
+        replace_findings(conn, window.start, window.profile_id, findings)
+    notional = findings["notional_usd"].fillna(0.0)
+    by_kind = {str(k): int(v) for k, v in findings["kind"].value_counts().sort_index().items()}
+    counts_md = "\n".join(["| kind | count |", "|---|---|"] + [f"| {k} | {v} |" for k, v in by_kind.items()])
+    return Output(findings, metadata={
+        "dagster/row_count": MetadataValue.int(len(findings)),
+        "findings_by_kind": MetadataValue.md(counts_md if by_kind else "_no findings_"),
+        "worst_findings": MetadataValue.md(markdown_table(_worst(findings), FINDING_PREVIEW + ["detail"], 15)),
+        "total_mismatch_notional_usd": MetadataValue.float(float(notional.sum())),
+        "max_mismatch_notional_usd": MetadataValue.float(float(notional.max()) if len(notional) else 0.0),
+        "missing_from_exchange": MetadataValue.int(by_kind.get("ORDER_MISSING_FROM_EXCHANGE", 0)),
+        "missing_in_db": MetadataValue.int(by_kind.get("ORDER_MISSING_IN_DB", 0)),
+    })
+
+
+@asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
+    "The NO_GO queue: evidence that looked like drift but failed a safety gate, kept for operator "
+    "review with its reason. Nothing here is ever acted on automatically."),
+    metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)})
+def no_go_queue(mismatch_report: pd.DataFrame) -> Output[pd.DataFrame]:
+    queue = mismatch_report[mismatch_report["kind"].isin(["NO_GO", "BAD_ROW"])].reset_index(drop=True)
+    by_reason = {str(k): int(v) for k, v in queue["reason"].value_counts().sort_index().items()}
+    return Output(queue, metadata={
+        "dagster/row_count": MetadataValue.int(len(queue)),
+        "by_reason": MetadataValue.json(by_reason),
+        "queue": MetadataValue.md(markdown_table(queue, ["reason", "symbol", "trade_id", "exchange_order_id",
+                                                          "fill_ids", "qty_exchange", "notional_usd", "detail"], 25)),
+    })
+
+
+@asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
+    "The corrective batch of the (window, profile): validated by the output expectation suites, then "
+    "stored in recon_batches / recon_corrections as PENDING (applied by the apply sensor), DRY_RUN, "
+    "or BLOCKED with the failing expectations."),
+    metadata={"dagster/column_schema": column_schema(schemas.CORRECTIONS, CORRECTION_DESCRIPTIONS)})
+def corrective_batch(context: AssetExecutionContext, order_reconciliation: OrderReconResult,
+                     exit_backfill: ExitBackfillResult, position_parity: ParityResult, watchdog: WatchdogResult,
+                     ledger_reconciliation: LedgerResult, mismatch_report: pd.DataFrame,
+                     trading_db: TradingDatabase, recon_config: ReconConfig) -> Output[pd.DataFrame]:
+    window = window_of(context.partition_key)
+    settings = recon_config.settings()
+    corrections = concat([exit_backfill.corrections, position_parity.corrections, watchdog.corrections,
+                          order_reconciliation.corrections, ledger_reconciliation.corrections], schemas.CORRECTIONS)
+    validation = validate_outputs(mismatch_report, corrections, settings)
+    with trading_db.begin() as conn:
+        stored = store_batch(conn, window_start=window.start, profile_id=window.profile_id, run_id=context.run_id,
+                             corrections=corrections, dry_run=settings.dry_run, blocked=not validation.success,
+                             validation=validation.as_dict())
+    if not validation.success:
+        context.log.error(f"corrective batch {stored['batch_id']} BLOCKED: {validation.describe()}")
+    by_action = {str(k): int(v) for k, v in corrections["action"].value_counts().sort_index().items()}
+    return Output(corrections, metadata={
+        "dagster/row_count": MetadataValue.int(len(corrections)),
+        "batch_id": MetadataValue.text(stored["batch_id"]),
+        "batch_status": MetadataValue.text(stored["status"]),
+        "newly_stored": MetadataValue.bool(bool(stored.get("created"))),
+        "corrections_by_action": MetadataValue.json(by_action),
+        "validation": MetadataValue.md(validation.markdown()),
+        "corrections_table": MetadataValue.md(markdown_table(corrections, CORRECTION_PREVIEW + ["new_state"], 25)),
+        "profile_id": MetadataValue.text(window.profile_id),
+        "window_start": MetadataValue.text(window.start.isoformat()),
+    })
+
+
+@asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
+    "The runbook's health fields for this evaluation, recorded in recon_runs (read by /internal/health "
+    "and /metrics)."))
+def reconciliation_health(context: AssetExecutionContext, mismatch_report: pd.DataFrame,
+                          corrective_batch: pd.DataFrame, position_parity: ParityResult, watchdog: WatchdogResult,
+                          snapshot_clock: SnapshotClock, trading_db: TradingDatabase) -> Output[dict]:
+    window = window_of(context.partition_key)
+    health, run_row = run_health(mismatch_report, corrective_batch, position_parity.summary, watchdog.summary,
+                                 snapshot_clock)
+    with trading_db.begin() as conn:
+        upsert_run(conn, {**run_row, "window_start": window.start, "profile_id": window.profile_id,
+                          "run_id": context.run_id, "status": "SUCCESS"})
+    return Output(health, metadata={k: (MetadataValue.float(float(v)) if isinstance(v, float) else
+                                        MetadataValue.int(int(v)) if isinstance(v, (bool, int)) and not isinstance(v, bool) else
+                                        MetadataValue.bool(v) if isinstance(v, bool) else MetadataValue.text(str(v)))
+                                    for k, v in health.items()})

@@ -1,0 +1,190 @@
+"""Snapshot assets: both sides of one (window, profile), each a complete typed dataframe or a failed run.
+
+The database is read first (its OPEN slices decide how far back exchange fills are needed, its open
+orders which ids to look up), then the exchange, for the profile's whole account: parity nets
+across every profile sharing the account, while corrections are only proposed for the running one.
+A failed or malformed exchange response raises here, so no downstream step ever sees a partial
+snapshot (an empty position list read as "flat" would close real positions).
+"""
+
+
+from dataclasses import dataclass
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetOut, Output, multi_asset
+
+from recon_pipeline import schemas
+from recon_pipeline.assets.metadata import frame_metadata
+from recon_pipeline.db import read
+from recon_pipeline.partitions import Window, window_of, window_x_profile
+from recon_pipeline.resources import ExchangeClients, ReconConfig, TradingDatabase
+
+SNAPSHOTS = "snapshots"
+
+
+@dataclass(frozen=True)
+class ProfileState:
+    """The running profile and the pipeline state the rules need besides the trading rows."""
+
+    profile: dict
+    profiles: pd.DataFrame      # every profile on the account (PROFILES)
+    pauses: pd.DataFrame        # TRADING_PAUSES of the account's profiles
+    ledger: pd.DataFrame        # CAPITAL_LEDGER
+    streaks: pd.DataFrame       # PARITY_STREAKS
+    run_history: pd.DataFrame   # RUN_HISTORY of the running profile, before this window
+
+
+@dataclass(frozen=True)
+class SnapshotClock:
+    """Exchange time, never the local clock: settle interval, live window and pauses are measured on it."""
+
+    now: pd.Timestamp           # exchange server time at the snapshot
+    as_of: pd.Timestamp         # window end (historical) or now (live)
+    live: bool
+    fills_since: pd.Timestamp   # oldest OPEN slice entry - grace, and at least the window start
+    window_start: pd.Timestamp
+    window_end: pd.Timestamp
+
+
+class UnknownProfileError(LookupError):
+    pass
+
+
+def load_profile(conn, profile_id: str) -> dict:
+    profiles = read.read_profiles(conn)
+    match = profiles[profiles["profile_id"] == profile_id]
+    if match.empty:
+        raise UnknownProfileError(f"profile {profile_id!r} is not in the profiles table")
+    return match.iloc[0].to_dict()
+
+
+@multi_asset(
+    outs={
+        "db_trade_history": AssetOut(group_name=SNAPSHOTS, description=(
+            "trade_history lifecycle slices of the profile's account: every OPEN slice (all profiles "
+            "on the account, for parity netting) and the slices touched in the window.")),
+        "db_orders": AssetOut(group_name=SNAPSHOTS, description=(
+            "orders of the account's profiles: open ones and those updated in the window.")),
+        "db_positions": AssetOut(group_name=SNAPSHOTS, description=(
+            "positions rows of the account's profiles (what the dashboard reads).")),
+        "db_profile_state": AssetOut(group_name=SNAPSHOTS, description=(
+            "The profile, its account's profiles, trading pauses, capital ledger, parity streaks and "
+            "earlier evaluations: the state the watchdog and the ledger rules read.")),
+    },
+    partitions_def=window_x_profile,
+    description="Snapshot of the trading database for one (window, profile).",
+)
+def db_snapshot(context: AssetExecutionContext, trading_db: TradingDatabase):
+    window = window_of(context.partition_key)
+    with trading_db.connect() as conn:
+        profile = load_profile(conn, window.profile_id)
+        account = profile["account"]
+        profiles = read.read_profiles(conn, account)
+        ids = profiles["profile_id"].tolist()
+        slices = read.read_trade_history(conn, account, window.start, window.end)
+        orders = read.read_orders(conn, account, window.start, window.end)
+        positions = read.read_positions(conn, ids)
+        state = ProfileState(
+            profile=profile, profiles=profiles, pauses=read.read_pauses(conn, ids),
+            ledger=read.read_ledger(conn, ids), streaks=read.read_streaks(conn, ids),
+            run_history=read.read_run_history(conn, window.profile_id, window.start),
+        )
+    yield Output(slices, "db_trade_history", metadata=frame_metadata(
+        slices, schemas.TRADE_HISTORY,
+        preview_columns=["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"]))
+    yield Output(orders, "db_orders", metadata=frame_metadata(
+        orders, schemas.DB_ORDERS,
+        preview_columns=["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"]))
+    yield Output(positions, "db_positions", metadata=frame_metadata(positions, schemas.DB_POSITIONS))
+    yield Output(state, "db_profile_state", metadata={
+        "account": account, "profiles_on_account": len(profiles),
+        "open_pauses": int(state.pauses["resumed_at"].isna().sum()),
+        "earlier_evaluations": len(state.run_history),
+    })
+
+
+def snapshot_clock(window: Window, now: pd.Timestamp, slices: pd.DataFrame, grace_minutes: float) -> SnapshotClock:
+    live = window.is_live(now)
+    as_of = now if live else min(window.end, now)
+    open_entries = slices.loc[slices["status"] == "OPEN", "entry_time"].dropna()
+    since = window.start
+    if not open_entries.empty:
+        since = min(since, open_entries.min() - pd.Timedelta(minutes=grace_minutes))
+    return SnapshotClock(now=now, as_of=as_of, live=live, fills_since=since,
+                         window_start=window.start, window_end=window.end)
+
+
+def symbols_to_fetch(slices: pd.DataFrame, orders: pd.DataFrame, markets: pd.DataFrame,
+                     positions: pd.DataFrame, open_orders: pd.DataFrame | None = None) -> list[str]:
+    """Symbols whose fills the window needs: fetch_my_trades needs one per call.
+
+    Every symbol the DB knows for the account, every swap symbol with a position, every symbol with
+    an open order on the exchange. Symbols the exchange does not list are left out here and surface
+    as UNKNOWN_SYMBOL in the rules.
+    """
+    wanted = set(slices["symbol"].dropna()) | set(orders["symbol"].dropna())
+    swap = positions[positions["market_type"] == "swap"]
+    wanted |= set(swap.loc[swap["qty"] != 0, "instrument"].dropna())
+    if open_orders is not None:
+        wanted |= set(open_orders["symbol"].dropna())
+    return sorted(wanted & set(markets["symbol"]))
+
+
+@multi_asset(
+    outs={
+        "exchange_fills": AssetOut(group_name=SNAPSHOTS, description=(
+            "Every fill of the account from the oldest OPEN slice's entry minus grace (at least the "
+            "window start) up to the as-of time, per symbol, paged without loss, deduplicated by id.")),
+        "exchange_orders": AssetOut(group_name=SNAPSHOTS, description=(
+            "Exchange orders touched in that span, every open order, and each DB open order missing "
+            "from the open list looked up by id.")),
+        "exchange_positions": AssetOut(group_name=SNAPSHOTS, description=(
+            "Swap positions (signed base qty per position side) and spot balances (per asset).")),
+        "exchange_markets": AssetOut(group_name=SNAPSHOTS, description=(
+            "Markets of the account's exchange: precision, contract size and mark price.")),
+        "snapshot_clock": AssetOut(group_name=SNAPSHOTS, description=(
+            "Exchange server time of the snapshot, the as-of time and whether this is the live run.")),
+    },
+    partitions_def=window_x_profile,
+    description="Snapshot of the exchange (through ccxt) for the profile's whole account.",
+)
+def exchange_snapshot(context: AssetExecutionContext, db_trade_history: pd.DataFrame,
+                      db_orders: pd.DataFrame, db_profile_state: ProfileState,
+                      exchange: ExchangeClients, recon_config: ReconConfig):
+    from recon_pipeline.exchange import fetch
+
+    settings = recon_config.settings()
+    window = window_of(context.partition_key)
+    account = db_profile_state.profile["account"]
+    market_types = set(db_profile_state.profiles["market_type"])
+    client = exchange.client(account)
+    now = fetch.fetch_server_time(client)
+    clock = snapshot_clock(window, now, db_trade_history, settings.backfill_grace_minutes)
+    markets = fetch.fetch_markets_frame(client, account)
+    swap_symbols = sorted(markets.loc[markets["market_type"] == "swap", "symbol"])
+    positions = fetch.fetch_positions_frame(client, account, market_types, swap_symbols)
+    symbols = symbols_to_fetch(db_trade_history, db_orders, markets, positions)
+    open_db = db_orders[db_orders["status"].isin(["NEW", "OPEN", "PARTIALLY_FILLED"])
+                        & db_orders["exchange_order_id"].notna()]
+    lookup = {sym: grp["exchange_order_id"].tolist() for sym, grp in open_db.groupby("symbol")
+              if sym in set(markets["symbol"])}
+    orders = fetch.fetch_orders(client, account, symbols, clock.fills_since, clock.as_of, lookup_ids=lookup)
+    symbols = sorted(set(symbols) | (set(orders["symbol"]) & set(markets["symbol"])))
+    fills = fetch.fetch_fills(client, account, symbols, clock.fills_since, clock.as_of)
+    context.log.info(
+        f"exchange snapshot account={account} now={now.isoformat()} live={clock.live} "
+        f"symbols={len(symbols)} fills={len(fills)} orders={len(orders)} positions={len(positions)}")
+    yield Output(fills, "exchange_fills", metadata=frame_metadata(
+        fills, schemas.EXCHANGE_FILLS,
+        preview_columns=["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"]))
+    yield Output(orders, "exchange_orders", metadata=frame_metadata(
+        orders, schemas.EXCHANGE_ORDERS,
+        preview_columns=["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"]))
+    yield Output(positions, "exchange_positions", metadata=frame_metadata(positions, schemas.EXCHANGE_POSITIONS))
+    yield Output(markets, "exchange_markets", metadata=frame_metadata(
+        markets, schemas.EXCHANGE_MARKETS,
+        preview_columns=["symbol", "market_type", "amount_precision", "contract_size", "mark_price"]))
+    yield Output(clock, "snapshot_clock", metadata={
+        "now": now.isoformat(), "as_of": clock.as_of.isoformat(), "live": clock.live,
+        "fills_since": clock.fills_since.isoformat(), "symbols": ", ".join(symbols) or "(none)",
+    })

@@ -1,0 +1,49 @@
+"""The trading database connection: Postgres in production and tests, an embedded SQLite file for the demo.
+
+SQLAlchemy 2.1 maps a bare ``postgresql://`` URL to psycopg 3, which this project does not ship;
+URLs are normalised to ``postgresql+psycopg2://`` so an operator can paste the URL their other tools
+use. The password never leaves this module in clear: :func:`redacted` is what logs and metadata show.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+
+def normalise_url(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def redacted(url: str | URL) -> str:
+    """The URL with its password hidden, for logs, metadata and error messages."""
+    return (url if isinstance(url, URL) else make_url(url)).render_as_string(hide_password=True)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str) -> Engine:
+    parsed = normalise_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    connect_args = {"application_name": os.environ.get("RECON_DB_APPLICATION_NAME", "recon_pipeline")}
+    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)

@@ -1,0 +1,115 @@
+"""Read the trading tables into typed frames (the DB half of a snapshot).
+
+Every query binds its parameters; nothing is formatted into SQL text. Times are bound through
+:func:`ts_param`, which gives Postgres a real ``timestamptz`` and SQLite the one text format the
+pipeline also writes, so SQLite's text comparison orders them correctly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from recon_pipeline import schemas
+
+SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+
+
+def ts_param(conn: Connection | Engine, ts) -> object:
+    """A timestamp as the dialect compares it: datetime for Postgres, canonical text for SQLite."""
+    if ts is None or pd.isna(ts):
+        return None
+    stamp = pd.Timestamp(ts)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if conn.dialect.name == "sqlite":
+        return stamp.strftime(SQLITE_TS_FORMAT)
+    return stamp.to_pydatetime()
+
+
+def _read(conn: Connection, sql: str, params: dict, schema, name: str,
+          expanding: Sequence[str] = ()) -> pd.DataFrame:
+    stmt = sa.text(sql)
+    if expanding:
+        stmt = stmt.bindparams(*(sa.bindparam(key, expanding=True) for key in expanding))
+    result = conn.execute(stmt, params)
+    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    if frame.empty:
+        return schemas.empty(schema)
+    return schemas.conform(frame, schema, name=name)
+
+
+def read_profiles(conn: Connection, account: str | None = None) -> pd.DataFrame:
+    sql = ("SELECT profile_id, exchange, account, market_type, sub_tag, allocated_capital_usd,"
+           " trading_paused FROM profiles")
+    params: dict = {}
+    if account is not None:
+        sql += " WHERE account = :account"
+        params["account"] = account
+    return _read(conn, sql + " ORDER BY profile_id", params, schemas.PROFILES, "profiles")
+
+
+def read_trade_history(conn: Connection, account: str, window_start, window_end) -> pd.DataFrame:
+    """The account's OPEN slices (all profiles: parity nets per account) plus slices touched in the window."""
+    sql = """
+        SELECT t.trade_id, t.profile_id, p.account, t.symbol, t.side, t.status, t.entry_qty,
+               t.entry_price, t.entry_time, t.entry_client_order_id, t.exit_qty, t.exit_price,
+               t.exit_time, t.exit_source, t.updated_at
+          FROM trade_history t JOIN profiles p ON p.profile_id = t.profile_id
+         WHERE p.account = :account
+           AND (t.status = 'OPEN'
+                OR (t.updated_at >= :start AND t.updated_at < :end)
+                OR (t.exit_time >= :start AND t.exit_time < :end)
+                OR (t.entry_time >= :start AND t.entry_time < :end))
+         ORDER BY t.trade_id"""
+    params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end)}
+    return _read(conn, sql, params, schemas.TRADE_HISTORY, "db_trade_history")
+
+
+def read_orders(conn: Connection, account: str, window_start, window_end) -> pd.DataFrame:
+    """The account's open orders plus orders updated in the window."""
+    sql = """
+        SELECT o.order_id, o.profile_id, p.account, o.trade_id, o.symbol, o.side, o.role, o.order_type,
+               o.qty, o.price, o.filled_qty, o.avg_fill_price, o.status, o.exchange_order_id,
+               o.client_order_id, o.created_at, o.updated_at
+          FROM orders o JOIN profiles p ON p.profile_id = o.profile_id
+         WHERE p.account = :account
+           AND (o.status IN ('NEW', 'OPEN', 'PARTIALLY_FILLED')
+                OR (o.updated_at >= :start AND o.updated_at < :end))
+         ORDER BY o.order_id"""
+    params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end)}
+    return _read(conn, sql, params, schemas.DB_ORDERS, "db_orders")
+
+
+def read_positions(conn: Connection, profile_ids: Sequence[str]) -> pd.DataFrame:
+    sql = ("SELECT profile_id, symbol, qty, avg_entry_price, updated_at FROM positions"
+           " WHERE profile_id IN :ids ORDER BY profile_id, symbol")
+    return _read(conn, sql, {"ids": list(profile_ids)}, schemas.DB_POSITIONS, "db_positions", ("ids",))
+
+
+def read_pauses(conn: Connection, profile_ids: Sequence[str]) -> pd.DataFrame:
+    sql = ("SELECT pause_id, profile_id, source, reason, paused_at, resumed_at, resumed_by"
+           " FROM trading_pauses WHERE profile_id IN :ids ORDER BY paused_at, pause_id")
+    return _read(conn, sql, {"ids": list(profile_ids)}, schemas.TRADING_PAUSES, "trading_pauses", ("ids",))
+
+
+def read_ledger(conn: Connection, profile_ids: Sequence[str]) -> pd.DataFrame:
+    sql = "SELECT profile_id, reserved_usd, updated_at FROM capital_ledger WHERE profile_id IN :ids"
+    return _read(conn, sql, {"ids": list(profile_ids)}, schemas.CAPITAL_LEDGER, "capital_ledger", ("ids",))
+
+
+def read_streaks(conn: Connection, profile_ids: Sequence[str]) -> pd.DataFrame:
+    sql = ("SELECT trade_id, profile_id, streak, first_seen_window, last_window_start"
+           " FROM recon_parity_streaks WHERE profile_id IN :ids")
+    return _read(conn, sql, {"ids": list(profile_ids)}, schemas.PARITY_STREAKS, "recon_parity_streaks", ("ids",))
+
+
+def read_run_history(conn: Connection, profile_id: str, before_window) -> pd.DataFrame:
+    """Earlier successful evaluations of the profile, oldest first (the watchdog's clean streak)."""
+    sql = ("SELECT window_start, profile_id, parity_evaluated, clean, evaluated_at FROM recon_runs"
+           " WHERE profile_id = :pid AND status = 'SUCCESS' AND window_start < :before"
+           " ORDER BY window_start")
+    params = {"pid": profile_id, "before": ts_param(conn, before_window)}
+    return _read(conn, sql, params, schemas.RUN_HISTORY, "recon_runs")

@@ -1,0 +1,24 @@
+"""The one Definitions object: assets, checks, jobs, schedules, sensors and resources.
+
+Loading this module validates the runbook flags from the environment, so a bad value stops the code
+location with a message naming the variable instead of failing an hour later inside a run.
+"""
+
+from dagster import Definitions, load_assets_from_modules
+
+from recon_pipeline.assets import reconciliation, reports, snapshots
+from recon_pipeline.jobs import reconcile_job
+from recon_pipeline.resources import ExchangeClients, ReconConfig, TradingDatabase
+from recon_pipeline.settings import ReconSettings
+
+ReconSettings.from_env()  # fail fast on a bad flag
+
+defs = Definitions(
+    assets=load_assets_from_modules([snapshots, reconciliation, reports]),
+    jobs=[reconcile_job],
+    resources={
+        "trading_db": TradingDatabase(),
+        "exchange": ExchangeClients(),
+        "recon_config": ReconConfig(),
+    },
+)

@@ -1,0 +1,442 @@
+"""EXIT backfill (DESIGN 4.3): OPEN slices whose exit happened on the exchange.
+
+For every fill of the profile's account up to ``as_of`` the two questions of DESIGN section 3 are
+answered, per exchange order (all fills of one order go the same way):
+
+1. *May it be used for this profile?* Attribution from :mod:`.attribution`. A fill tied to another
+   profile is that profile's run's business and ignored here. An entry-role (``e``) order's fills are
+   never exit evidence. A fill naming an unknown trade is NO_GO ``UNKNOWN_TRADE`` and never evidence.
+   An untied fill (strength ``none``) is usable only with ``backfill_require_strong=False``.
+2. *Which slice does it close?* ``client_order_id`` / ``trade_id_hint`` name it. A ``sub_tag`` fill
+   closes the profile's slice when exactly one OPEN slice of the profile has the fill's symbol and
+   the side it exits (sell exits ``long``, buy exits ``short``). Otherwise, only with
+   ``backfill_allow_heuristic``: ``single_open_trade`` (exactly one OPEN slice on the account, symbol
+   and side across all profiles) then ``qty_unique`` (exactly one candidate whose remaining qty equals
+   the exit order's total qty within half an amount-precision unit; candidates are the profile's
+   OPEN slices for a ``sub_tag`` fill, every profile's for an untied one). A unique candidate of
+   another profile is left to that profile's run (no finding here).
+
+Evidence of a slice = its assigned fills that pass the grace gate (a fill earlier than
+``entry_time - backfill_grace_minutes`` is NO_GO ``STALE_FILL``, whatever its strength). With ``u``
+the market's amount precision:
+
+* OPEN, total > entry_qty + u: NO_GO ``OVER_FILL``, the slice untouched.
+* OPEN, total > exit_qty + u/2: ``BACKFILL_EXIT`` (+ a ``MISSING_EXIT`` finding): exit_qty = total,
+  exit_price = qty-weighted average, exit_time = last fill, exit_source ``backfill``, ``exit_fees`` a
+  dict currency -> summed fee; status CLOSED when entry_qty - total <= u (within one unit,
+  inclusive), else OPEN (partial exit).
+* OPEN, |total - exit_qty| <= u/2: nothing (re-runs and overlapping windows change nothing).
+* OPEN, exit_qty > total + u/2: NO_GO ``DB_AHEAD`` (live run only).
+* CLOSED with evidence whose total differs from exit_qty by more than u/2, or any evidence at all on
+  a ``parity_synthetic`` exit: NO_GO ``LATE_FILL`` (live run only; never reopened).
+* QUARANTINED slices are never touched and not judged.
+
+NO_GO rows for fills that could not be assigned:
+
+* ``AMBIGUOUS``: several candidates of the profile remain (every run, while the fill is in the span).
+  An explicit (``client_order_id``/``trade_id_hint``) exit fill whose symbol or side contradicts the
+  named slice is ``AMBIGUOUS`` too.
+* ``NO_ATTRIBUTION``: an untied fill that could exit an OPEN slice of the profile (same symbol, exit
+  side, not before that slice's entry - grace) but may not be used or could not be assigned.
+* ``UNKNOWN_SYMBOL``: a fill of the profile (or untied, in the window) on a symbol missing from the
+  markets frame.
+* ``UNATTRIBUTED`` (kind, not NO_GO): untied account activity not used and not tied to any candidate,
+  reported once, by the run of the window it happened in (``[window_start, window_start +
+  window_length)``); account-level, so every profile of the account reports it.
+* A ``sub_tag`` fill with no OPEN candidate of the profile is not exit-looking and yields nothing.
+
+``no_go_trade_ids`` (for parity's quarantine rule) holds the slices with OVER_FILL, AMBIGUOUS (every
+candidate), STALE_FILL or UNKNOWN_TRADE exit evidence (the profile's OPEN slices on the symbol and
+side an unknown-trade exit fill would close).
+
+Correction evidence never includes ``now`` or ``as_of``: the same fills give the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from recon_pipeline.rules.attribution import STRENGTH_ORDER, attribute_fills, strength_rank
+from recon_pipeline.rules.corrections import corrections_frame, findings_frame
+from recon_pipeline.schemas import CORRECTIONS, FINDINGS, empty
+from recon_pipeline.settings import ReconSettings
+
+QUARANTINE_REASONS = ("OVER_FILL", "AMBIGUOUS", "STALE_FILL", "UNKNOWN_TRADE")
+EXPLICIT = ("client_order_id", "trade_id_hint")
+_REL = 1e-9  # relative float slack on precision comparisons
+
+
+@dataclass(frozen=True)
+class ExitBackfillResult:
+    findings: pd.DataFrame          # FINDINGS
+    corrections: pd.DataFrame       # CORRECTIONS, action BACKFILL_EXIT only
+    evidence: pd.DataFrame          # fills accepted as exit evidence: fill columns + trade_id, assigned_strength
+    attributed: pd.DataFrame        # every account fill up to as_of with attribution columns
+    no_go_evidence: pd.DataFrame    # trade_id, reason: slices with NO_GO exit evidence (QUARANTINE_REASONS)
+    no_go_trade_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+def _exit_side(fill_side: pd.Series) -> pd.Series:
+    """The slice side a fill of this side would exit: sell -> long, buy -> short."""
+    return fill_side.map({"sell": "long", "buy": "short"}).astype("str")
+
+
+def _by_order(f: pd.DataFrame) -> pd.DataFrame:
+    """One row per exchange order of the fills in ``f`` (deterministic order)."""
+    f = f.assign(notional=f["qty"] * f["price"]).sort_values(["exchange_order_id", "fill_id"], kind="stable")
+    g = f.groupby("exchange_order_id", dropna=False, sort=True)
+    out = g.agg(symbol=("symbol", "first"), side=("side", "first"), exit_for=("exit_for", "first"),
+                qty=("qty", "sum"), notional=("notional", "sum"), order_qty=("order_qty", "first"),
+                client_order_id=("client_order_id", "first"), strength=("strength", "first"),
+                profile_id=("profile_id", "first"), named_trade=("named_trade", "first"),
+                role=("role", "first"), first_ts=("ts", "min"), last_ts=("ts", "max"),
+                fill_ids=("fill_id", lambda s: ",".join(sorted(s))))
+    out["order_qty"] = out["order_qty"].fillna(out["qty"])
+    return out.reset_index()
+
+
+def _candidates(orders: pd.DataFrame, pool: pd.DataFrame, prefix: str, u_half: pd.Series | None = None
+                ) -> pd.DataFrame:
+    """Per order: ``{prefix}_n`` OPEN slices of ``pool`` on its symbol and exit side, and the
+    ``{prefix}_trade`` / ``{prefix}_owner`` when there is exactly one; with ``u_half``, only slices
+    whose remaining qty equals the order qty within it count (qty_unique)."""
+    m = orders[["exchange_order_id", "symbol", "exit_for", "order_qty"]].merge(
+        pool[["trade_id", "profile_id", "symbol", "side", "remaining", "u"]],
+        left_on=["symbol", "exit_for"], right_on=["symbol", "side"], how="inner")
+    if u_half is not None:
+        m = m.loc[((m["remaining"] - m["order_qty"]).abs() <= m["u"] * (0.5 + _REL)).fillna(False)]
+    g = m.groupby("exchange_order_id", dropna=False).agg(
+        n=("trade_id", "size"), trade=("trade_id", "first"), owner=("profile_id", "first"))
+    g = g.rename(columns={c: f"{prefix}_{c}" for c in g.columns})
+    out = orders[["exchange_order_id"]].merge(g, left_on="exchange_order_id", right_index=True, how="left")
+    out[f"{prefix}_n"] = out[f"{prefix}_n"].fillna(0).astype("int64")
+    return out.drop(columns=["exchange_order_id"]).reset_index(drop=True)
+
+
+def _candidate_lists(orders: pd.DataFrame, pool: pd.DataFrame, grace: pd.Timedelta | None = None
+                     ) -> pd.DataFrame:
+    """exchange_order_id -> sorted list of the pool's candidate trade ids (for findings and quarantine)."""
+    m = orders[["exchange_order_id", "symbol", "exit_for", "last_ts"]].merge(
+        pool[["trade_id", "symbol", "side", "entry_time"]], left_on=["symbol", "exit_for"],
+        right_on=["symbol", "side"], how="inner")
+    if grace is not None:
+        m = m.loc[(m["last_ts"] >= m["entry_time"] - grace).fillna(False)]
+    return (m.sort_values("trade_id").groupby("exchange_order_id", dropna=False)["trade_id"]
+            .agg(list).rename("candidates").reset_index())
+
+
+def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: pd.DataFrame,
+                   db_orders: pd.DataFrame, profiles: pd.DataFrame, markets: pd.DataFrame, *,
+                   settings: ReconSettings, profile_id: str, window_start: pd.Timestamp,
+                   as_of: pd.Timestamp, now: pd.Timestamp, live: bool,
+                   window_length: pd.Timedelta = pd.Timedelta(hours=1)) -> ExitBackfillResult:
+    """The EXIT backfill of ``profile_id`` (see the module docstring for every rule)."""
+    del now  # as_of bounds the evidence; now is only the snapshot time (== as_of in the live run)
+    prof = profiles.loc[profiles["profile_id"] == profile_id]
+    if prof.empty:
+        raise ValueError(f"profile {profile_id!r} is not in the profiles frame")
+    account = prof["account"].iloc[0]
+    grace = pd.Timedelta(minutes=settings.backfill_grace_minutes)
+    window_end = window_start + window_length
+
+    mk = markets.loc[markets["account"] == account, ["symbol", "amount_precision"]].drop_duplicates("symbol")
+    sl = slices.loc[slices["account"] == account].merge(
+        mk.rename(columns={"amount_precision": "u"}), on="symbol", how="left")
+    sl["remaining"] = sl["entry_qty"] - sl["exit_qty"].fillna(0.0)
+    acct_open = sl.loc[sl["status"] == "OPEN"]
+    my_open = acct_open.loc[acct_open["profile_id"] == profile_id]
+
+    f = fills.loc[(fills["account"] == account) & (fills["ts"] <= as_of)]
+    att = attribute_fills(f, exchange_orders, profiles, db_orders, slices)
+    att["exit_for"] = _exit_side(att["side"])
+    att["known_symbol"] = att["symbol"].isin(mk["symbol"]).to_numpy(bool)
+    att["in_window"] = ((att["ts"] >= window_start) & (att["ts"] < window_end)).to_numpy(bool)
+
+    mine = (att["profile_id"] == profile_id).fillna(False).to_numpy(bool)
+    untied = att["profile_id"].isna().to_numpy(bool)
+    entry_role = (att["role"] == "e").fillna(False).to_numpy(bool)
+    unknown_trade = att["unknown_trade"].to_numpy(bool)
+    known_symbol = att["known_symbol"].to_numpy(bool)
+
+    findings: list[dict] = []
+    no_go: list[pd.DataFrame] = []
+
+    def order_findings(rows: pd.DataFrame, reason: str, detail, kind: str = "NO_GO",
+                       trade_col: str | None = None, attribution: str | None = None) -> None:
+        for r in rows.itertuples(index=False):
+            findings.append({
+                "kind": kind, "reason": reason, "symbol": r.symbol,
+                "trade_id": getattr(r, trade_col) if trade_col else None,
+                "exchange_order_id": r.exchange_order_id, "client_order_id": r.client_order_id,
+                "fill_ids": r.fill_ids, "attribution": attribution or r.strength, "qty_db": float("nan"),
+                "qty_exchange": r.qty, "notional_usd": r.notional, "detail": detail(r),
+            })
+
+    # --- fills that can never be evidence ------------------------------------------------------
+    unk = att.loc[mine & unknown_trade]
+    if len(unk):
+        uo = _by_order(unk)
+        order_findings(uo, "UNKNOWN_TRADE", lambda r: (
+            f"{r.side} fills of order {r.exchange_order_id} carry this profile's client id "
+            f"{r.client_order_id} naming trade {r.named_trade}, which the DB does not have; "
+            "never used as evidence for another slice."))
+        exits = uo.loc[(uo["role"] != "e").fillna(True)]
+        cl = _candidate_lists(exits, my_open)
+        if len(cl):
+            no_go.append(cl.explode("candidates").rename(columns={"candidates": "trade_id"})
+                         .assign(reason="UNKNOWN_TRADE")[["trade_id", "reason"]])
+
+    live_rows = ~entry_role & ~unknown_trade & (mine | untied)
+    bad_sym = att.loc[live_rows & ~known_symbol & (mine | att["in_window"].to_numpy(bool))]
+    if len(bad_sym):
+        order_findings(_by_order(bad_sym), "UNKNOWN_SYMBOL", lambda r: (
+            f"{r.side} fills of order {r.exchange_order_id} are on {r.symbol}, which is not in the "
+            "exchange's markets; not reconciled."))
+    usable = att.loc[live_rows & known_symbol]
+
+    # --- question 2: which slice ---------------------------------------------------------------
+    is_mine = (usable["profile_id"] == profile_id).fillna(False)
+    explicit = usable.loc[is_mine & usable["strength"].isin(EXPLICIT)].assign(
+        assigned_strength=lambda d: d["strength"])
+    tagged = usable.loc[is_mine & (usable["strength"] == "sub_tag")]
+    free = usable.loc[usable["profile_id"].isna()]
+
+    assigned_parts = [explicit]
+    allow_h = settings.backfill_allow_heuristic
+
+    if len(tagged):
+        to = _by_order(tagged)
+        c_mine = _candidates(to, my_open, "mine")
+        c_q = _candidates(to, my_open, "q", u_half=True)
+        to = pd.concat([to, c_mine, c_q], axis=1)
+        pick = np.select(
+            [to["mine_n"] == 1, (to["mine_n"] >= 2) & allow_h & (to["q_n"] == 1)],
+            [to["mine_trade"], to["q_trade"]], None)
+        how = np.select([to["mine_n"] == 1, (to["mine_n"] >= 2) & allow_h & (to["q_n"] == 1)],
+                        ["sub_tag", "qty_unique"], "")
+        to["pick"], to["how"] = pick, how
+        amb = to.loc[to["pick"].isna() & (to["mine_n"] >= 2)]
+        if len(amb):
+            cl = _candidate_lists(amb, my_open)
+            amb = amb.merge(cl, on="exchange_order_id", how="left")
+            order_findings(amb, "AMBIGUOUS", lambda r: (
+                f"{r.side} fills of order {r.exchange_order_id} carry this profile's sub_tag but "
+                f"{len(r.candidates)} OPEN slices could be closed by them ({', '.join(r.candidates)}); "
+                "left for operator review."))
+            no_go.append(cl.explode("candidates").rename(columns={"candidates": "trade_id"})
+                         .assign(reason="AMBIGUOUS")[["trade_id", "reason"]])
+        got = to.loc[to["pick"].notna(), ["exchange_order_id", "pick", "how"]]
+        assigned_parts.append(tagged.merge(got, on="exchange_order_id").drop(columns=["trade_id"])
+                              .rename(columns={"pick": "trade_id", "how": "assigned_strength"}))
+
+    if len(free):
+        fo = _by_order(free)
+        fo = pd.concat([fo, _candidates(fo, my_open, "mine"), _candidates(fo, acct_open, "acct"),
+                        _candidates(fo, acct_open, "q", u_half=True)], axis=1)
+        use = (not settings.backfill_require_strong) and allow_h
+        single = use & (fo["acct_n"] == 1)
+        qty_u = use & ~single & (fo["q_n"] == 1)
+        owner = np.where(single, fo["acct_owner"], np.where(qty_u, fo["q_owner"], None))
+        trade = np.where(single, fo["acct_trade"], np.where(qty_u, fo["q_trade"], None))
+        fo["pick_owner"], fo["pick"] = owner, trade
+        fo["how"] = np.where(single, "single_open_trade", np.where(qty_u, "qty_unique", ""))
+        picked = fo["pick"].notna()
+        left_alone = picked & (fo["pick_owner"] != profile_id)
+        got = fo.loc[picked & ~left_alone, ["exchange_order_id", "pick", "how"]]
+        assigned_parts.append(free.merge(got, on="exchange_order_id").drop(columns=["trade_id"])
+                              .rename(columns={"pick": "trade_id", "how": "assigned_strength"}))
+        rest = fo.loc[~picked]
+        cl = _candidate_lists(rest, my_open, grace)
+        rest = rest.merge(cl, on="exchange_order_id", how="left")
+        has_cand = rest["candidates"].notna()
+        ambiguous = use & has_cand & (rest["acct_n"] >= 2)
+        amb = rest.loc[ambiguous]
+        if len(amb):
+            order_findings(amb, "AMBIGUOUS", lambda r: (
+                f"untied {r.side} fills of order {r.exchange_order_id} match {r.acct_n} OPEN slices on the "
+                f"account, {len(r.candidates)} of this profile ({', '.join(r.candidates)}); no heuristic "
+                "picks one."), attribution="none")
+            no_go.append(amb[["candidates"]].explode("candidates").rename(columns={"candidates": "trade_id"})
+                         .assign(reason="AMBIGUOUS")[["trade_id", "reason"]])
+        noatt = rest.loc[has_cand & ~ambiguous].copy()
+        if len(noatt):
+            noatt["one"] = [c[0] if len(c) == 1 else None for c in noatt["candidates"]]
+            why = ("strong attribution is required" if settings.backfill_require_strong
+                   else "heuristic matching is off")
+            order_findings(noatt, "NO_ATTRIBUTION", lambda r: (
+                f"untied {r.side} fills of order {r.exchange_order_id} could be the exit of "
+                f"{', '.join(r.candidates)} but nothing ties them to this profile and {why}."),
+                attribution="none", trade_col="one")
+        unatt = rest.loc[~has_cand]
+        unatt = unatt.loc[(unatt["last_ts"] >= window_start) & (unatt["first_ts"] < window_end)]
+        if len(unatt):
+            order_findings(unatt, "ACCOUNT_LEVEL", lambda r: (
+                f"{r.side} fills of order {r.exchange_order_id} ({r.client_order_id}) on {r.symbol} are tied "
+                "to no profile of the account and were not used."), kind="UNATTRIBUTED", attribution="none")
+
+    # --- evidence per slice ----------------------------------------------------------------------
+    assigned = pd.concat([p for p in assigned_parts if len(p)], ignore_index=True) if any(
+        len(p) for p in assigned_parts) else explicit.iloc[0:0]
+    my_sl = sl.loc[sl["profile_id"] == profile_id]
+    a = assigned.merge(my_sl[["trade_id", "symbol", "side", "status", "entry_time"]].rename(
+        columns={"symbol": "sl_symbol", "side": "sl_side", "status": "sl_status"}), on="trade_id", how="inner")
+    mismatch = ((a["sl_symbol"] != a["symbol"]) | (a["sl_side"] != a["exit_for"])).fillna(True)
+    stale = ~mismatch & (a["ts"] < a["entry_time"] - grace).fillna(False)
+    ok = ~mismatch & ~stale
+
+    def slice_findings(rows: pd.DataFrame, reason: str, detail) -> None:
+        per = rows.sort_values(["trade_id", "fill_id"]).assign(notional=rows["qty"] * rows["price"])
+        agg = per.groupby("trade_id").agg(
+            symbol=("symbol", "first"), qty=("qty", "sum"), notional=("notional", "sum"),
+            fill_ids=("fill_id", lambda s: ",".join(sorted(s))),
+            rank=("assigned_strength", lambda s: int(strength_rank(s).max())),
+            exchange_order_id=("exchange_order_id", lambda s: ",".join(sorted(set(s.dropna())))),
+        ).reset_index()
+        for r in agg.itertuples(index=False):
+            findings.append({
+                "kind": "NO_GO", "reason": reason, "symbol": r.symbol, "trade_id": r.trade_id,
+                "exchange_order_id": r.exchange_order_id or None, "fill_ids": r.fill_ids,
+                "attribution": STRENGTH_ORDER[r.rank], "qty_exchange": r.qty, "notional_usd": r.notional,
+                "detail": detail(r),
+            })
+        no_go.append(agg[["trade_id"]].assign(reason=reason))
+
+    contra = a.loc[mismatch]
+    if len(contra):
+        slice_findings(contra, "AMBIGUOUS", lambda r: (
+            f"fills {r.fill_ids} name slice {r.trade_id} but their symbol or side cannot exit it; "
+            "left for operator review."))
+    stale_rows = a.loc[stale & (a["sl_status"] == "OPEN")]
+    if len(stale_rows):
+        slice_findings(stale_rows, "STALE_FILL", lambda r: (
+            f"fills {r.fill_ids} predate slice {r.trade_id}'s entry by more than the "
+            f"{settings.backfill_grace_minutes:g}-minute grace; rejected as stale evidence."))
+
+    ev = a.loc[ok].copy()
+    ev = ev.sort_values(["trade_id", "ts", "fill_id"], kind="stable").reset_index(drop=True)
+    ev["notional"] = ev["qty"] * ev["price"]
+    ev["rank"] = strength_rank(ev["assigned_strength"])
+    agg = ev.groupby("trade_id").agg(
+        total=("qty", "sum"), notional=("notional", "sum"), last_ts=("ts", "max"), rank=("rank", "max"),
+        fill_ids=("fill_id", lambda s: sorted(s)),
+        eoids=("exchange_order_id", lambda s: sorted(set(s.dropna()))),
+        cids=("client_order_id", lambda s: sorted(set(s.dropna()))),
+        strengths=("assigned_strength", lambda s: sorted(set(s))),
+    )
+    fees = (ev.dropna(subset=["fee_cost", "fee_currency"]).groupby(["trade_id", "fee_currency"])["fee_cost"]
+            .sum().reset_index())
+    fee_map: dict[str, dict[str, float]] = {}
+    for t, cur, cost in fees.itertuples(index=False):
+        fee_map.setdefault(t, {})[cur] = float(cost)
+
+    j = my_sl.merge(agg, left_on="trade_id", right_index=True, how="left")
+    j["has_ev"] = j["total"].notna()
+    j["total"] = j["total"].fillna(0.0)
+    j["exit_qty0"] = j["exit_qty"].fillna(0.0)
+    u = j["u"]
+    is_open = (j["status"] == "OPEN").to_numpy(bool)
+    over = is_open & (j["total"] > j["entry_qty"] + u * (1 + _REL)).fillna(False).to_numpy(bool)
+    ahead_of_db = (j["total"] > j["exit_qty0"] + u * (0.5 + _REL)).fillna(False).to_numpy(bool)
+    db_ahead = (j["exit_qty0"] > j["total"] + u * (0.5 + _REL)).fillna(False).to_numpy(bool)
+    backfill = is_open & ~over & ahead_of_db
+    closes = ((j["entry_qty"] - j["total"]) <= u * (1 + _REL)).fillna(False).to_numpy(bool)
+    differs = ((j["total"] - j["exit_qty0"]).abs() > u * (0.5 + _REL)).fillna(False).to_numpy(bool)
+    synthetic = (j["exit_source"] == "parity_synthetic").fillna(False).to_numpy(bool)
+    late = live & (j["status"] == "CLOSED").to_numpy(bool) & j["has_ev"].to_numpy(bool) & (differs | synthetic)
+    ahead = live & is_open & ~over & db_ahead
+
+    corr_rows: list[dict] = []
+    for r in j.loc[backfill].assign(closes=closes[backfill]).itertuples(index=False):
+        vwap = r.notional / r.total
+        status = "CLOSED" if r.closes else "OPEN"
+        fees_r = dict(sorted(fee_map.get(r.trade_id, {}).items()))
+        strength = STRENGTH_ORDER[int(r.rank)]
+        new_state = {"status": status, "exit_qty": float(r.total), "exit_price": vwap,
+                     "exit_time": r.last_ts, "exit_source": "backfill", "exit_fees": fees_r}
+        evidence = {"fill_ids": r.fill_ids, "attribution": strength, "strengths": r.strengths,
+                    "exchange_order_ids": r.eoids, "client_order_ids": r.cids, "total_qty": float(r.total),
+                    "vwap": vwap, "last_fill_ts": r.last_ts, "fees": fees_r, "entry_qty": float(r.entry_qty),
+                    "db_exit_qty": float(r.exit_qty0), "amount_precision": float(r.u)}
+        drift = (r.total - r.exit_qty0) * vwap
+        corr_rows.append({"action": "BACKFILL_EXIT", "target_table": "trade_history", "target_id": r.trade_id,
+                          "expected_state": {"status": r.status, "exit_qty": float(r.exit_qty0)},
+                          "new_state": new_state, "evidence": evidence, "attribution": strength,
+                          "notional_usd": drift})
+        findings.append({
+            "kind": "MISSING_EXIT", "reason": "PARTIAL_EXIT" if status == "OPEN" else "EXIT",
+            "symbol": r.symbol, "trade_id": r.trade_id, "exchange_order_id": ",".join(r.eoids) or None,
+            "client_order_id": ",".join(r.cids) or None,
+            "fill_ids": ",".join(r.fill_ids), "attribution": strength, "qty_db": float(r.exit_qty0),
+            "qty_exchange": float(r.total), "notional_usd": drift,
+            "detail": (f"slice {r.trade_id} exited {r.total:g} of {r.entry_qty:g} on the exchange "
+                       f"(DB says {r.exit_qty0:g}); BACKFILL_EXIT at VWAP {vwap:g} leaves it {status}."),
+        })
+
+    def judged(mask: np.ndarray, reason: str, detail) -> None:
+        if not mask.any():
+            return
+        rows = j.loc[mask]
+        for r in rows.itertuples(index=False):
+            fids = ",".join(r.fill_ids) if isinstance(r.fill_ids, list) else None
+            price = (r.notional / r.total) if r.total else (r.exit_price if pd.notna(r.exit_price)
+                                                           else r.entry_price)
+            findings.append({
+                "kind": "NO_GO", "reason": reason, "symbol": r.symbol, "trade_id": r.trade_id,
+                "exchange_order_id": ",".join(r.eoids) if isinstance(r.eoids, list) and r.eoids else None,
+                "fill_ids": fids, "attribution": STRENGTH_ORDER[int(r.rank)] if pd.notna(r.rank) else None,
+                "qty_db": float(r.exit_qty0), "qty_exchange": float(r.total),
+                "notional_usd": abs(r.total - r.exit_qty0) * price, "detail": detail(r),
+            })
+        if reason in QUARANTINE_REASONS and len(rows):
+            no_go.append(rows[["trade_id"]].assign(reason=reason))
+
+    judged(over, "OVER_FILL", lambda r: (
+        f"attributed exit fills of slice {r.trade_id} total {r.total:g}, above its entry qty {r.entry_qty:g}; "
+        "the slice is not touched."))
+    judged(ahead, "DB_AHEAD", lambda r: (
+        f"the DB records {r.exit_qty0:g} exited for slice {r.trade_id} but attributed exchange fills total "
+        f"only {r.total:g}."))
+    judged(late, "LATE_FILL", lambda r: (
+        f"CLOSED slice {r.trade_id} ({r.exit_source}) has attributed exit fills totalling {r.total:g} against "
+        f"a recorded exit of {r.exit_qty0:g}; it is never reopened."))
+
+    consts = {"window_start": window_start, "profile_id": profile_id}
+    fdf = findings_frame(findings, account=account, **consts) if findings else empty(FINDINGS)
+    if len(fdf):
+        fdf = fdf.sort_values(["kind", "reason", "trade_id", "exchange_order_id", "fill_ids"],
+                              kind="stable", na_position="last").reset_index(drop=True)
+    cdf = corrections_frame(corr_rows, **consts) if corr_rows else empty(CORRECTIONS)
+    ng = (pd.concat(no_go, ignore_index=True).dropna().drop_duplicates().sort_values(["trade_id", "reason"])
+          .reset_index(drop=True) if no_go else pd.DataFrame({"trade_id": [], "reason": []}))
+    ng = ng.astype({"trade_id": "str", "reason": "str"})
+    evidence_cols = list(fills.columns) + ["trade_id", "assigned_strength"]
+    return ExitBackfillResult(
+        findings=fdf, corrections=cdf, evidence=ev[evidence_cols] if len(ev) else ev.reindex(
+            columns=evidence_cols),
+        attributed=att, no_go_evidence=ng,
+        no_go_trade_ids=frozenset(ng.loc[ng["reason"].isin(QUARANTINE_REASONS), "trade_id"].tolist()),
+    )
+
+
+def slices_after(slices: pd.DataFrame, corrections: pd.DataFrame) -> pd.DataFrame:
+    """``slices`` as the BACKFILL_EXIT corrections of ``corrections`` leave them (other actions ignored)."""
+    bf = corrections.loc[corrections["action"] == "BACKFILL_EXIT", ["target_id", "new_state"]]
+    out = slices.copy()
+    if bf.empty:
+        return out
+    states = pd.DataFrame([json.loads(s) for s in bf["new_state"].tolist()], index=bf["target_id"].to_numpy())
+    states = states[~states.index.duplicated(keep="last")]
+    idx = out["trade_id"].isin(states.index).to_numpy(bool)
+    hit = out.loc[idx, "trade_id"]
+    for col in ("status", "exit_qty", "exit_price", "exit_time", "exit_source"):
+        if col not in states.columns:
+            continue
+        values = states[col].reindex(hit.to_numpy())
+        if col == "exit_time":
+            values = pd.to_datetime(values, utc=True)
+        out.loc[idx, col] = values.to_numpy()
+    return out

@@ -1,0 +1,112 @@
+"""Run one (window, profile) partition of the reconcile job in process, as the CLI and the demo do.
+
+The same job definition the schedule launches is executed here, against the Dagster instance of
+``DAGSTER_HOME`` when it is set (so the run shows in the UI) or an ephemeral one otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+import sqlalchemy as sa
+
+from recon_pipeline.partitions import parse_window, partition_key, sync_profile_partitions
+
+
+@dataclass
+class Outcome:
+    window_start: pd.Timestamp
+    profile_id: str
+    success: bool
+    run_id: str | None = None
+    error: str | None = None
+    run_row: dict = field(default_factory=dict)
+    batch: dict = field(default_factory=dict)
+    applied: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        head = f"window={self.window_start.isoformat()} profile={self.profile_id}"
+        if not self.success:
+            return f"{head} status=FAILED"
+        row = self.run_row
+        parts = [head, f"status={row.get('status', 'SUCCESS')}"]
+        for key in ("mismatch_count", "missing_from_exchange", "missing_in_db", "no_go_count", "correction_count"):
+            if key in row:
+                parts.append(f"{key}={row[key]}")
+        if self.batch:
+            parts.append(f"batch={self.batch.get('batch_id')} batch_status={self.batch.get('status')}")
+        if self.applied:
+            parts.append("applied=" + ",".join(f"{k}:{v}" for k, v in sorted(self.applied.items())))
+        return " ".join(parts)
+
+
+def get_instance():
+    from dagster import DagsterInstance
+
+    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+
+
+def _first_error(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            while err.cause is not None and err.cls_name in ("DagsterExecutionStepExecutionError",):
+                err = err.cause
+            return f"{event.step_key}: {err.message.strip()}"
+    return "run failed"
+
+
+def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run: bool = False,
+                        apply: bool = False, instance=None, db_url: str | None = None,
+                        run_config_extra: dict | None = None) -> Outcome:
+    from recon_pipeline.db.engine import make_engine
+    from recon_pipeline.db.read import read_profiles
+    from recon_pipeline.definitions import defs
+    from recon_pipeline.settings import database_url
+
+    start = parse_window(window) if isinstance(window, str) else pd.Timestamp(window)
+    url = db_url or database_url()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            profiles = read_profiles(conn)
+        if profile_id not in set(profiles["profile_id"]):
+            raise LookupError(f"profile {profile_id!r} is not in the profiles table")
+        instance = instance or get_instance()
+        sync_profile_partitions(instance, profiles["profile_id"].tolist())
+        config = {"dry_run": bool(dry_run), **(run_config_extra or {})}
+        run_config = {"resources": {"recon_config": {"config": config},
+                                    "trading_db": {"config": {"url": url}}}}
+        job = defs.resolve_job_def("reconcile")
+        result = job.execute_in_process(
+            partition_key=partition_key(start, profile_id), instance=instance, run_config=run_config,
+            raise_on_error=False,
+        )
+        outcome = Outcome(start, profile_id, result.success, run_id=result.run_id)
+        if not result.success:
+            outcome.error = _first_error(result)
+        outcome.run_row, outcome.batch = _stored(engine, start, profile_id)
+        if apply and result.success and outcome.batch.get("status") == "PENDING":
+            from recon_pipeline.apply.applier import apply_batch
+
+            report = apply_batch(engine, outcome.batch["batch_id"], run_id=result.run_id)
+            outcome.applied = report.counts
+            outcome.run_row, outcome.batch = _stored(engine, start, profile_id)
+        return outcome
+    finally:
+        engine.dispose()
+
+
+def _stored(engine, start, profile_id) -> tuple[dict, dict]:
+    from recon_pipeline.db.read import ts_param
+
+    with engine.connect() as conn:
+        params = {"w": ts_param(conn, start), "p": profile_id}
+        run = conn.execute(sa.text("SELECT * FROM recon_runs WHERE window_start = :w AND profile_id = :p"),
+                           params).mappings().first()
+        batch = conn.execute(sa.text(
+            "SELECT * FROM recon_batches WHERE window_start = :w AND profile_id = :p"
+            " ORDER BY created_at DESC LIMIT 1"), params).mappings().first()
+    return dict(run or {}), dict(batch or {})

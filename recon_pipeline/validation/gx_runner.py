@@ -1,0 +1,100 @@
+"""Run a Great Expectations suite against an in-memory DataFrame, offline and quietly.
+
+GE 1.x keeps a process-global context and imports in about 4 s, so it is imported lazily, on the
+first validation, and one ephemeral context is reused for the life of the process. Suites are plain
+lists of expectation objects built by the callers; this module only runs them and turns the result
+into something a report can show: which expectation failed, how many rows, and examples.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    success: bool
+    unexpected_count: int
+    examples: list
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    suite: str
+    success: bool
+    outcomes: list[ExpectationOutcome] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def describe(self) -> str:
+        if self.success:
+            return f"{self.suite}: all {len(self.outcomes)} expectations passed"
+        return f"{self.suite}: " + "; ".join(
+            f"{o.expectation}({o.column or ''}) failed on {o.unexpected_count} rows, e.g. {o.examples[:3]}"
+            for o in self.failures)
+
+    def as_dict(self) -> dict:
+        return {"suite": self.suite, "success": self.success,
+                "failures": [{"expectation": o.expectation, "column": o.column, "unexpected_count": o.unexpected_count,
+                              "examples": [str(e) for e in o.examples[:5]], "detail": o.detail}
+                             for o in self.failures],
+                "evaluated": len(self.outcomes)}
+
+
+def _context():
+    with _lock:
+        if "context" not in _state:
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            context = gx.get_context(mode="ephemeral")
+            context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            source = context.data_sources.add_pandas("recon_frames")
+            _state.update(gx=gx, context=context, source=source)
+        return _state
+
+
+def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], Sequence]) -> SuiteResult:
+    """Validate ``df`` with the expectations ``build(gx)`` returns (``gx`` is the imported module)."""
+    state = _context()
+    gx, context, source = state["gx"], state["context"], state["source"]
+    with _lock:
+        uid = uuid.uuid4().hex[:8]
+        asset = source.add_dataframe_asset(f"{name}_{uid}")
+        batch_def = asset.add_batch_definition_whole_dataframe(f"{name}_{uid}_batch")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_{uid}", expectations=list(build(gx))))
+        definition = gx.ValidationDefinition(name=f"{name}_{uid}_validation", data=batch_def, suite=suite)
+        try:
+            result = definition.run(batch_parameters={"dataframe": df},
+                                    result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
+        finally:
+            context.suites.delete(suite.name)
+            source.delete_asset(asset.name)
+    outcomes = []
+    for res in result.results:
+        cfg = res.expectation_config
+        info = res.result or {}
+        exc = res.exception_info or {}
+        if exc and not any(k in exc for k in ("raised_exception",)):  # keyed by metric id
+            exc = next(iter(exc.values()), {}) if isinstance(next(iter(exc.values()), None), dict) else exc
+        detail = exc.get("exception_message") or "" if isinstance(exc, dict) and exc.get("raised_exception") else ""
+        outcomes.append(ExpectationOutcome(
+            expectation=cfg.type, column=cfg.kwargs.get("column") or ",".join(cfg.kwargs.get("column_list", []) or []),
+            success=bool(res.success), unexpected_count=int(info.get("unexpected_count") or 0),
+            examples=list(info.get("partial_unexpected_list") or [])[:5], detail=detail))
+    return SuiteResult(name, bool(result.success), outcomes)

@@ -1,0 +1,4 @@
+pytest_plugins = [
+    "recon_pipeline_tests.fixtures.postgres",
+    "recon_pipeline_tests.fixtures.emulator",
+]
