@@ -51,6 +51,35 @@ def _cmd_demo(args) -> int:
     return run_demo(home=args.home)
 
 
+def _cmd_health(args) -> int:
+    import json
+
+    from recon_pipeline.settings import database_url
+
+    url = args.url or database_url()
+    if args.serve:
+        from recon_pipeline.observability.server import serve_forever
+
+        serve_forever(url, host=args.host, port=args.port)
+        return 0
+    from recon_pipeline.db.engine import make_engine, redacted
+    from recon_pipeline.observability.server import safe_error
+    from recon_pipeline.observability.status import health_report, max_age_from_env
+
+    max_age = max_age_from_env()
+    engine = make_engine(url)
+    try:
+        report = health_report(engine, max_age_seconds=max_age)
+    except Exception as exc:  # noqa: BLE001 - one clear line, never the password
+        err = safe_error(exc, engine)
+        print(f"recon-pipeline health: {redacted(url)}: {err['type']}: {err['detail']}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recon-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--dry-run", action="store_true", help="Store the whole batch as DRY_RUN.")
     rec.add_argument("--apply", action="store_true", help="Apply the stored batch after the run.")
     rec.set_defaults(func=_cmd_reconcile)
+
+    hl = sub.add_parser("health", help="Print /internal/health once, or serve it and /metrics (--serve).")
+    hl.add_argument("--serve", action="store_true", help="Serve /internal/health and /metrics until interrupted.")
+    hl.add_argument("--port", type=int, default=8787)
+    hl.add_argument("--host", default="127.0.0.1")
+    hl.add_argument("--url", default=None, help="SQLAlchemy URL (default RECON_DATABASE_URL, else SQLite).")
+    hl.set_defaults(func=_cmd_health)
     return parser
 
 

@@ -60,7 +60,7 @@ def _first_error(result) -> str:
 
 def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run: bool = False,
                         apply: bool = False, instance=None, db_url: str | None = None,
-                        run_config_extra: dict | None = None) -> Outcome:
+                        run_config_extra: dict | None = None, exchange_config: dict | None = None) -> Outcome:
     from recon_pipeline.db.engine import make_engine
     from recon_pipeline.db.read import read_profiles
     from recon_pipeline.definitions import defs
@@ -78,7 +78,8 @@ def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run:
         sync_profile_partitions(instance, profiles["profile_id"].tolist())
         config = {"dry_run": bool(dry_run), **(run_config_extra or {})}
         run_config = {"resources": {"recon_config": {"config": config},
-                                    "trading_db": {"config": {"url": url}}}}
+                                    "trading_db": {"config": {"url": url}},
+                                    "exchange": {"config": dict(exchange_config or {})}}}
         job = defs.resolve_job_def("reconcile")
         result = job.execute_in_process(
             partition_key=partition_key(start, profile_id), instance=instance, run_config=run_config,

@@ -180,10 +180,14 @@ _STATUS = {"closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED", "re
 
 def _order_at_clock(order: Order, trades: list[Trade], clock: int) -> tuple[str, float, float | None, int]:
     """(Binance status, executed qty, average price, update time) of the order as it was at ``clock``."""
+    visible = [t for t in trades if t.order == order.id and t.symbol == order.symbol and t.timestamp <= clock]
     if order.last_update_timestamp <= clock:
         status = _STATUS.get(order.status) or ("PARTIALLY_FILLED" if order.filled > 0 else "NEW")
-        return status, order.filled, order.average, order.last_update_timestamp
-    visible = [t for t in trades if t.order == order.id and t.symbol == order.symbol and t.timestamp <= clock]
+        average = order.average
+        if average is None and order.filled > 0 and visible:
+            # A scenario order without "average": the exchange would report its fills' VWAP.
+            average = sum(t.amount * t.price for t in visible) / sum(t.amount for t in visible)
+        return status, order.filled, average, order.last_update_timestamp
     filled = min(order.amount, sum(t.amount for t in visible))
     average = (sum(t.amount * t.price for t in visible) / filled) if filled > 0 else None
     updated = max([order.timestamp] + [t.timestamp for t in visible])

@@ -7,7 +7,8 @@ returns a partial or empty frame after an error, because an empty position list 
 a missing fill reads as "no exit".
 
 Time conventions: fills are taken in ``[since, until)`` (``until`` exclusive, so adjacent hourly
-windows never share a fill); orders "touched" in ``[since, until]``: Binance filters ``allOrders`` on
+windows never share a fill; in the live run a fill stamped exactly at "now" belongs to the next
+snapshot); orders "touched" in ``[since, until]``: Binance filters ``allOrders`` on
 the creation time, so an order created earlier and filled inside the span is only found through
 ``lookup_ids`` or the ``fills`` argument (every order a fill points to is fetched).
 """

@@ -93,40 +93,50 @@ def _by_order(f: pd.DataFrame) -> pd.DataFrame:
                 qty=("qty", "sum"), notional=("notional", "sum"), order_qty=("order_qty", "first"),
                 client_order_id=("client_order_id", "first"), strength=("strength", "first"),
                 profile_id=("profile_id", "first"), named_trade=("named_trade", "first"),
-                role=("role", "first"), first_ts=("ts", "min"), last_ts=("ts", "max"),
-                fill_ids=("fill_id", lambda s: ",".join(sorted(s))))
+                role=("role", "first"), first_ts=("ts", "min"), last_ts=("ts", "max"), u=("u", "first"),
+                fill_ids=("fill_id", ",".join))  # rows are sorted by fill_id within the order
     out["order_qty"] = out["order_qty"].fillna(out["qty"])
     return out.reset_index()
 
 
-def _candidates(orders: pd.DataFrame, pool: pd.DataFrame, prefix: str, u_half: pd.Series | None = None
-                ) -> pd.DataFrame:
-    """Per order: ``{prefix}_n`` OPEN slices of ``pool`` on its symbol and exit side, and the
-    ``{prefix}_trade`` / ``{prefix}_owner`` when there is exactly one; with ``u_half``, only slices
-    whose remaining qty equals the order qty within it count (qty_unique)."""
-    m = orders[["exchange_order_id", "symbol", "exit_for", "order_qty"]].merge(
-        pool[["trade_id", "profile_id", "symbol", "side", "remaining", "u"]],
-        left_on=["symbol", "exit_for"], right_on=["symbol", "side"], how="inner")
-    if u_half is not None:
-        m = m.loc[((m["remaining"] - m["order_qty"]).abs() <= m["u"] * (0.5 + _REL)).fillna(False)]
-    g = m.groupby("exchange_order_id", dropna=False).agg(
-        n=("trade_id", "size"), trade=("trade_id", "first"), owner=("profile_id", "first"))
-    g = g.rename(columns={c: f"{prefix}_{c}" for c in g.columns})
-    out = orders[["exchange_order_id"]].merge(g, left_on="exchange_order_id", right_index=True, how="left")
-    out[f"{prefix}_n"] = out[f"{prefix}_n"].fillna(0).astype("int64")
-    return out.drop(columns=["exchange_order_id"]).reset_index(drop=True)
+def _candidates(orders: pd.DataFrame, pool: pd.DataFrame, prefix: str, by_qty: bool = False) -> pd.DataFrame:
+    """Per order (aligned by position): ``{prefix}_n`` OPEN slices of ``pool`` on its symbol and exit
+    side, ``{prefix}_trade`` / ``{prefix}_owner`` (meaningful when n == 1) and ``{prefix}_min_entry``.
+
+    With ``by_qty`` only slices whose remaining qty equals the order qty once both are rounded to the
+    amount precision count (qty_unique). Keyed many-to-one on (symbol, side[, qty units]): no
+    order x slice cross product."""
+    keys = ["symbol", "side"]
+    p = pool.sort_values("trade_id", kind="stable")
+    o = orders[["symbol", "exit_for", "order_qty", "u"]].rename(columns={"exit_for": "side"})
+    if by_qty:
+        p = p.assign(units=np.rint(p["remaining"] / p["u"]))
+        o = o.assign(units=np.rint(o["order_qty"] / o["u"]))
+        keys = keys + ["units"]
+    g = p.groupby(keys, dropna=True).agg(n=("trade_id", "size"), trade=("trade_id", "first"),
+                                          owner=("profile_id", "first"), min_entry=("entry_time", "min"))
+    out = o[keys].merge(g, left_on=keys, right_index=True, how="left")
+    out = out.drop(columns=keys).reset_index(drop=True)
+    out["n"] = out["n"].fillna(0).astype("int64")
+    return out.rename(columns={c: f"{prefix}_{c}" for c in out.columns})
 
 
-def _candidate_lists(orders: pd.DataFrame, pool: pd.DataFrame, grace: pd.Timedelta | None = None
-                     ) -> pd.DataFrame:
-    """exchange_order_id -> sorted list of the pool's candidate trade ids (for findings and quarantine)."""
-    m = orders[["exchange_order_id", "symbol", "exit_for", "last_ts"]].merge(
-        pool[["trade_id", "symbol", "side", "entry_time"]], left_on=["symbol", "exit_for"],
-        right_on=["symbol", "side"], how="inner")
-    if grace is not None:
-        m = m.loc[(m["last_ts"] >= m["entry_time"] - grace).fillna(False)]
-    return (m.sort_values("trade_id").groupby("exchange_order_id", dropna=False)["trade_id"]
-            .agg(list).rename("candidates").reset_index())
+def _group_slices(orders: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
+    """trade_id of every slice of ``pool`` on a (symbol, exit side) of one of ``orders``."""
+    groups = orders[["symbol", "exit_for"]].drop_duplicates().rename(columns={"exit_for": "side"})
+    return pool.merge(groups, on=["symbol", "side"])[["trade_id", "symbol", "side"]]
+
+
+def _id_lists(orders: pd.DataFrame, pool: pd.DataFrame) -> pd.Series:
+    """Per order (aligned by position): the sorted trade ids of ``pool`` on its symbol and exit side."""
+    gs = _group_slices(orders, pool).sort_values("trade_id")
+    lists = gs.groupby(["symbol", "side"])["trade_id"].agg(list).rename("ids")
+    m = orders[["symbol", "exit_for"]].merge(lists, left_on=["symbol", "exit_for"], right_index=True, how="left")
+    return pd.Series([v if isinstance(v, list) else [] for v in m["ids"].tolist()], index=orders.index)
+
+
+def _fmt_ids(ids: list[str], k: int = 5) -> str:
+    return ", ".join(ids[:k]) + (f" (+{len(ids) - k} more)" if len(ids) > k else "")
 
 
 def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: pd.DataFrame,
@@ -154,6 +164,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     att = attribute_fills(f, exchange_orders, profiles, db_orders, slices)
     att["exit_for"] = _exit_side(att["side"])
     att["known_symbol"] = att["symbol"].isin(mk["symbol"]).to_numpy(bool)
+    att["u"] = att["symbol"].map(mk.set_index("symbol")["amount_precision"]).astype("float64")
     att["in_window"] = ((att["ts"] >= window_start) & (att["ts"] < window_end)).to_numpy(bool)
 
     mine = (att["profile_id"] == profile_id).fillna(False).to_numpy(bool)
@@ -185,10 +196,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
             f"{r.client_order_id} naming trade {r.named_trade}, which the DB does not have; "
             "never used as evidence for another slice."))
         exits = uo.loc[(uo["role"] != "e").fillna(True)]
-        cl = _candidate_lists(exits, my_open)
-        if len(cl):
-            no_go.append(cl.explode("candidates").rename(columns={"candidates": "trade_id"})
-                         .assign(reason="UNKNOWN_TRADE")[["trade_id", "reason"]])
+        no_go.append(_group_slices(exits, my_open)[["trade_id"]].assign(reason="UNKNOWN_TRADE"))
 
     live_rows = ~entry_role & ~unknown_trade & (mine | untied)
     bad_sym = att.loc[live_rows & ~known_symbol & (mine | att["in_window"].to_numpy(bool))]
@@ -210,25 +218,21 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
 
     if len(tagged):
         to = _by_order(tagged)
-        c_mine = _candidates(to, my_open, "mine")
-        c_q = _candidates(to, my_open, "q", u_half=True)
-        to = pd.concat([to, c_mine, c_q], axis=1)
+        to = pd.concat([to, _candidates(to, my_open, "mine"), _candidates(to, my_open, "q", by_qty=True)], axis=1)
         pick = np.select(
             [to["mine_n"] == 1, (to["mine_n"] >= 2) & allow_h & (to["q_n"] == 1)],
             [to["mine_trade"], to["q_trade"]], None)
         how = np.select([to["mine_n"] == 1, (to["mine_n"] >= 2) & allow_h & (to["q_n"] == 1)],
                         ["sub_tag", "qty_unique"], "")
         to["pick"], to["how"] = pick, how
-        amb = to.loc[to["pick"].isna() & (to["mine_n"] >= 2)]
+        amb = to.loc[to["pick"].isna() & (to["mine_n"] >= 2)].copy()
         if len(amb):
-            cl = _candidate_lists(amb, my_open)
-            amb = amb.merge(cl, on="exchange_order_id", how="left")
+            amb["candidates"] = _id_lists(amb, my_open)
             order_findings(amb, "AMBIGUOUS", lambda r: (
                 f"{r.side} fills of order {r.exchange_order_id} carry this profile's sub_tag but "
-                f"{len(r.candidates)} OPEN slices could be closed by them ({', '.join(r.candidates)}); "
+                f"{len(r.candidates)} OPEN slices could be closed by them ({_fmt_ids(r.candidates)}); "
                 "left for operator review."))
-            no_go.append(cl.explode("candidates").rename(columns={"candidates": "trade_id"})
-                         .assign(reason="AMBIGUOUS")[["trade_id", "reason"]])
+            no_go.append(_group_slices(amb, my_open)[["trade_id"]].assign(reason="AMBIGUOUS"))
         got = to.loc[to["pick"].notna(), ["exchange_order_id", "pick", "how"]]
         assigned_parts.append(tagged.merge(got, on="exchange_order_id").drop(columns=["trade_id"])
                               .rename(columns={"pick": "trade_id", "how": "assigned_strength"}))
@@ -236,7 +240,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     if len(free):
         fo = _by_order(free)
         fo = pd.concat([fo, _candidates(fo, my_open, "mine"), _candidates(fo, acct_open, "acct"),
-                        _candidates(fo, acct_open, "q", u_half=True)], axis=1)
+                        _candidates(fo, acct_open, "q", by_qty=True)], axis=1)
         use = (not settings.backfill_require_strong) and allow_h
         single = use & (fo["acct_n"] == 1)
         qty_u = use & ~single & (fo["q_n"] == 1)
@@ -249,27 +253,27 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
         got = fo.loc[picked & ~left_alone, ["exchange_order_id", "pick", "how"]]
         assigned_parts.append(free.merge(got, on="exchange_order_id").drop(columns=["trade_id"])
                               .rename(columns={"pick": "trade_id", "how": "assigned_strength"}))
-        rest = fo.loc[~picked]
-        cl = _candidate_lists(rest, my_open, grace)
-        rest = rest.merge(cl, on="exchange_order_id", how="left")
-        has_cand = rest["candidates"].notna()
+        rest = fo.loc[~picked].copy()
+        # an untied fill looks like an exit of this profile when it could close one of its OPEN slices
+        # and is not older than the earliest of them (minus the grace)
+        has_cand = ((rest["mine_n"] >= 1) & (rest["last_ts"] >= rest["mine_min_entry"] - grace)).fillna(False)
+        rest["candidates"] = _id_lists(rest, my_open)
         ambiguous = use & has_cand & (rest["acct_n"] >= 2)
         amb = rest.loc[ambiguous]
         if len(amb):
             order_findings(amb, "AMBIGUOUS", lambda r: (
                 f"untied {r.side} fills of order {r.exchange_order_id} match {r.acct_n} OPEN slices on the "
-                f"account, {len(r.candidates)} of this profile ({', '.join(r.candidates)}); no heuristic "
+                f"account, {len(r.candidates)} of this profile ({_fmt_ids(r.candidates)}); no heuristic "
                 "picks one."), attribution="none")
-            no_go.append(amb[["candidates"]].explode("candidates").rename(columns={"candidates": "trade_id"})
-                         .assign(reason="AMBIGUOUS")[["trade_id", "reason"]])
+            no_go.append(_group_slices(amb, my_open)[["trade_id"]].assign(reason="AMBIGUOUS"))
         noatt = rest.loc[has_cand & ~ambiguous].copy()
         if len(noatt):
-            noatt["one"] = [c[0] if len(c) == 1 else None for c in noatt["candidates"]]
+            noatt["one"] = np.where(noatt["mine_n"] == 1, noatt["mine_trade"], None)
             why = ("strong attribution is required" if settings.backfill_require_strong
                    else "heuristic matching is off")
             order_findings(noatt, "NO_ATTRIBUTION", lambda r: (
                 f"untied {r.side} fills of order {r.exchange_order_id} could be the exit of "
-                f"{', '.join(r.candidates)} but nothing ties them to this profile and {why}."),
+                f"{_fmt_ids(r.candidates)} but nothing ties them to this profile and {why}."),
                 attribution="none", trade_col="one")
         unatt = rest.loc[~has_cand]
         unatt = unatt.loc[(unatt["last_ts"] >= window_start) & (unatt["first_ts"] < window_end)]

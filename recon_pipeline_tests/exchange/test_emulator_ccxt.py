@@ -167,3 +167,30 @@ def test_replacing_the_scenario(ex_server):
     ex, server = ex_server
     server.load(make_scenario(trades=[make_trade(1, 1, T0), make_trade(2, 1, T0 + 5)]))
     assert [t["id"] for t in ex.fetch_my_trades(SPOT, T0, 10, {"until": CLOCK})] == ["1", "2"]
+
+
+def test_serve_forever_serves_a_scenario_file_with_a_clock_override(tmp_path, monkeypatch):
+    """The ``recon-pipeline emulator`` entry point: one process, every account, ``--clock`` wins."""
+    import json
+    import subprocess
+    import sys
+
+    from recon_pipeline.exchange.client import make_exchange
+
+    path = tmp_path / "scenario.json"
+    path.write_text(json.dumps(make_scenario(trades=[make_trade(1, 1, T0)])))
+    code = ("import sys; from recon_pipeline.exchange.emulator import serve_forever; "
+            "serve_forever(sys.argv[1], 0, '2026-12-01T00:00:00Z')")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = line.split(" at ")[1].split()[0]
+        account = json.loads(path.read_text())["accounts"]["main"]
+        env = {"RECON_EXCHANGE_MAIN_API_KEY": account["apiKey"], "RECON_EXCHANGE_MAIN_SECRET": account["secret"],
+               "RECON_EXCHANGE_MAIN_URL": url}
+        ex = make_exchange("main", env, enable_rate_limit=False, timeout_ms=2000)
+        assert ex.fetch_time() == parse_timestamp("2026-12-01T00:00:00Z")
+        assert len(ex.fetch_my_trades(SPOT, T0, 10, {"until": T0 + 1000})) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)

@@ -72,7 +72,7 @@ def run(sl, orders, fills, db, st_, live):
                           window_start=F.at(0), as_of=F.at(65), now=F.at(65), live=live)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(slice_rows=st.lists(slice_st, min_size=1, max_size=4), order_rows=st.lists(order_st, max_size=5),
        require_strong=st.booleans(), allow_heuristic=st.booleans(), live=st.booleans(), data=st.data())
 def test_backfill_properties(slice_rows, order_rows, require_strong, allow_heuristic, live, data):
