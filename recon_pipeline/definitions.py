@@ -7,15 +7,19 @@ location with a message naming the variable instead of failing an hour later ins
 from dagster import Definitions, load_assets_from_modules
 
 from recon_pipeline.assets import reconciliation, reports, snapshots
-from recon_pipeline.jobs import reconcile_job
+from recon_pipeline.jobs import apply_batch_job, reconcile_job
 from recon_pipeline.resources import ExchangeClients, ReconConfig, TradingDatabase
+from recon_pipeline.schedules import hourly_reconciliation
+from recon_pipeline.sensors import apply_pending_batches
 from recon_pipeline.settings import ReconSettings
 
 ReconSettings.from_env()  # fail fast on a bad flag
 
 defs = Definitions(
     assets=load_assets_from_modules([snapshots, reconciliation, reports]),
-    jobs=[reconcile_job],
+    jobs=[reconcile_job, apply_batch_job],
+    schedules=[hourly_reconciliation],
+    sensors=[apply_pending_batches],
     resources={
         "trading_db": TradingDatabase(),
         "exchange": ExchangeClients(),

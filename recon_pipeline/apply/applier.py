@@ -280,3 +280,25 @@ def _write_outcomes(conn: Connection, batch_id: str, outcomes: dict, now) -> Non
         " WHERE batch_id = :b AND correction_id = :c"),
         [{"s": status, "o": reason, "t": at if status == "APPLIED" else None, "b": batch_id, "c": cid}
          for cid, (status, reason) in outcomes.items()])
+
+
+def pending_before(engine: Engine, batch_id: str) -> list[str]:
+    """PENDING batches of the batch's profile up to its window, oldest window first (itself last)."""
+    with engine.connect() as conn:
+        batch = _load_batch(conn, batch_id)
+        if batch is None:
+            raise LookupError(f"no corrective batch {batch_id!r}")
+        rows = conn.execute(sa.text(
+            "SELECT batch_id FROM recon_batches WHERE profile_id = :p AND status = 'PENDING'"
+            " AND window_start <= :w AND batch_id <> :b ORDER BY window_start, created_at"),
+            {"p": batch["profile_id"], "w": batch["window_start"], "b": batch_id})
+        return [r[0] for r in rows] + [batch_id]
+
+
+def apply_in_window_order(engine: Engine, batch_id: str, *, run_id: str | None = None) -> list[ApplyReport]:
+    """Apply every PENDING batch of the profile up to this one's window, in window order.
+
+    Batches of one profile must land in the order of their windows: a later window's batch was built
+    on a view that already contained the earlier drift. Each batch is its own transaction.
+    """
+    return [apply_batch(engine, bid, run_id=run_id) for bid in pending_before(engine, batch_id)]

@@ -74,14 +74,15 @@ def load_profile(conn, profile_id: str) -> dict:
     partitions_def=window_x_profile,
     description="Snapshot of the trading database for one (window, profile).",
 )
-def db_snapshot(context: AssetExecutionContext, trading_db: TradingDatabase):
+def db_snapshot(context: AssetExecutionContext, trading_db: TradingDatabase, recon_config: ReconConfig):
     window = window_of(context.partition_key)
+    settings = recon_config.settings()
     with trading_db.connect() as conn:
         profile = load_profile(conn, window.profile_id)
         account = profile["account"]
         profiles = read.read_profiles(conn, account)
         ids = profiles["profile_id"].tolist()
-        slices = read.read_trade_history(conn, account, window.start, window.end)
+        slices = read.read_trade_history(conn, account, window.start, window.end, settings.backfill_grace_minutes)
         orders = read.read_orders(conn, account, window.start, window.end)
         positions = read.read_positions(conn, ids)
         state = ProfileState(

@@ -51,8 +51,22 @@ def read_profiles(conn: Connection, account: str | None = None) -> pd.DataFrame:
     return _read(conn, sql + " ORDER BY profile_id", params, schemas.PROFILES, "profiles")
 
 
-def read_trade_history(conn: Connection, account: str, window_start, window_end) -> pd.DataFrame:
-    """The account's OPEN slices (all profiles: parity nets per account) plus slices touched in the window."""
+def read_trade_history(conn: Connection, account: str, window_start, window_end,
+                       grace_minutes: float = 0.0) -> pd.DataFrame:
+    """The account's slices a reconciliation of the window can need (all profiles: parity nets per account).
+
+    Every OPEN slice; every slice touched in the window; and every slice entered or exited since the
+    oldest OPEN slice's entry minus grace (the start of the fills span): a fill in that span may name
+    a slice that is already CLOSED, and without the slice it would look like an unknown trade.
+    """
+    oldest = conn.execute(sa.text(
+        "SELECT min(t.entry_time) FROM trade_history t JOIN profiles p ON p.profile_id = t.profile_id"
+        " WHERE p.account = :account AND t.status = 'OPEN'"), {"account": account}).scalar()
+    since = pd.Timestamp(window_start)
+    if oldest is not None:
+        oldest = pd.to_datetime(oldest, utc=True, format="ISO8601") if isinstance(oldest, str) else pd.Timestamp(oldest)
+        oldest = oldest.tz_localize("UTC") if oldest.tzinfo is None else oldest
+        since = min(since, oldest - pd.Timedelta(minutes=grace_minutes))
     sql = """
         SELECT t.trade_id, t.profile_id, p.account, t.symbol, t.side, t.status, t.entry_qty,
                t.entry_price, t.entry_time, t.entry_client_order_id, t.exit_qty, t.exit_price,
@@ -61,10 +75,11 @@ def read_trade_history(conn: Connection, account: str, window_start, window_end)
          WHERE p.account = :account
            AND (t.status = 'OPEN'
                 OR (t.updated_at >= :start AND t.updated_at < :end)
-                OR (t.exit_time >= :start AND t.exit_time < :end)
-                OR (t.entry_time >= :start AND t.entry_time < :end))
+                OR t.exit_time >= :since
+                OR t.entry_time >= :since)
          ORDER BY t.trade_id"""
-    params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end)}
+    params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end),
+              "since": ts_param(conn, since)}
     return _read(conn, sql, params, schemas.TRADE_HISTORY, "db_trade_history")
 
 

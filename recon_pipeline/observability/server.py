@@ -143,8 +143,9 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, name="recon-health",
-                                            daemon=True)
+            # a short poll interval so stop() returns quickly (tests start and stop many servers)
+            self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                            name="recon-health", daemon=True)
             self._thread.start()
         return self
 

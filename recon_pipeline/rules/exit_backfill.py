@@ -12,7 +12,7 @@ answered, per exchange order (all fills of one order go the same way):
    the side it exits (sell exits ``long``, buy exits ``short``). Otherwise, only with
    ``backfill_allow_heuristic``: ``single_open_trade`` (exactly one OPEN slice on the account, symbol
    and side across all profiles) then ``qty_unique`` (exactly one candidate whose remaining qty equals
-   the exit order's total qty within half an amount-precision unit; candidates are the profile's
+   the exit order's total qty once both are rounded to the amount precision; candidates are the profile's
    OPEN slices for a ``sub_tag`` fill, every profile's for an untied one). A unique candidate of
    another profile is left to that profile's run (no finding here).
 

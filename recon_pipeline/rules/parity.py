@@ -219,22 +219,24 @@ def evaluate_parity(
     hedge_row = swap_pos["position_side"].isin(["long", "short"])
     inst_hedge = hedge_row.groupby(swap_pos["instrument"]).any()
     account_hedge = bool(hedge_row.any())
-    slice_hedge = sl["instrument"].map(inst_hedge).fillna(account_hedge).astype(bool)
+    hedge_insts = inst_hedge.index[inst_hedge.to_numpy(dtype=bool)]
+    slice_hedge = np.where(sl["instrument"].isin(inst_hedge.index), sl["instrument"].isin(hedge_insts),
+                           account_hedge)
     sl["pside"] = sl["side"].where((sl["market_type"] == "swap") & slice_hedge, "both")
     sl["signed"] = np.where(sl["dust"], 0.0, np.where(sl["side"] == "long", 1.0, -1.0) * sl["remaining"])
 
     sl["is_mine"] = (sl["profile_id"] == profile_id).astype(int)
     netted = sl.loc[~sl["spot_short"]]
-    db = netted.groupby(_KEY, as_index=False).agg(
-        db_net=("signed", "sum"), n_slices=("trade_id", "size"), n_profile=("is_mine", "sum"),
-    )
+    db = (netted.assign(n_slices=1)[_KEY + ["signed", "n_slices", "is_mine"]]
+          .groupby(_KEY, as_index=False).sum()
+          .rename(columns={"signed": "db_net", "is_mine": "n_profile"}))
 
     # --- exchange side ---------------------------------------------------------------------------
     q = pos["qty"].astype(float)
     pos["exch_signed"] = np.where(pos["position_side"] == "long", q.abs(),
                                   np.where(pos["position_side"] == "short", -q.abs(), q))
     pos["pside"] = pos["position_side"]
-    ex = pos.groupby(_KEY, as_index=False).agg(exch_qty=("exch_signed", "sum"))
+    ex = pos.groupby(_KEY, as_index=False)["exch_signed"].sum().rename(columns={"exch_signed": "exch_qty"})
 
     keys = safe_merge(db, ex, on=_KEY, how="outer")
     keys["n_slices"] = keys["n_slices"].fillna(0).astype(int)
@@ -245,12 +247,21 @@ def evaluate_parity(
     keys = keys.loc[(keys["market_type"] == "swap") | (keys["n_slices"] > 0)]
 
     # --- instrument precision and mark -----------------------------------------------------------
-    sl_info = netted.assign(
-        mark_missing=netted["mark_price"].isna(), prec_missing=netted["amount_precision"].isna(),
-    ).groupby(["market_type", "instrument"], as_index=False).agg(
-        mark=("mark_price", "mean"), prec=("amount_precision", "max"),
-        mark_missing=("mark_missing", "any"), prec_missing=("prec_missing", "any"),
-    )
+    inst = ["market_type", "instrument"]
+    per_slice = pd.DataFrame({
+        "market_type": netted["market_type"], "instrument": netted["instrument"],
+        "mark_sum": netted["mark_price"].fillna(0.0), "mark_n": netted["mark_price"].notna().astype(int),
+        "mark_missing": netted["mark_price"].isna().astype(int),
+        "prec_missing": netted["amount_precision"].isna().astype(int),
+        "prec": netted["amount_precision"],
+    })
+    grouped = per_slice.groupby(inst, as_index=False)
+    sl_info = grouped[["mark_sum", "mark_n", "mark_missing", "prec_missing"]].sum()
+    sl_info["prec"] = grouped["prec"].max()["prec"].to_numpy()
+    sl_info["mark"] = sl_info["mark_sum"] / sl_info["mark_n"].where(sl_info["mark_n"] > 0)
+    sl_info["mark_missing"] = sl_info["mark_missing"] > 0
+    sl_info["prec_missing"] = sl_info["prec_missing"] > 0
+    sl_info = sl_info[inst + ["mark", "prec", "mark_missing", "prec_missing"]]
     swap_mk = mk.loc[mk["market_type"] == "swap"]
     mk_info = pd.DataFrame({
         "market_type": swap_mk["market_type"], "instrument": swap_mk["symbol"],
@@ -309,7 +320,7 @@ def evaluate_parity(
     reset = ~ghost & ~older & has_prior & (prior_streak > 0)
     mine["act"] = ghost & ~older & (mine["streak"] >= n_conf)
 
-    changed = mine.loc[counted | reset]
+    changed = mine.loc[counted | reset].sort_values("trade_id")
     streak_rows = pd.DataFrame({
         "trade_id": changed["trade_id"],
         "profile_id": profile_id,

@@ -47,10 +47,10 @@ def assert_same_tables(before: dict, after: dict) -> None:
 
 @pytest.fixture
 def demo_world(pg_engine, pg_url, emulator, exchange_env):
-    from dagster import DagsterInstance
+    from dagster import instance_for_test
 
     seed_file(pg_engine, TRADING_DB)
     server = emulator(SCENARIO)
     exchange_env(server)
-    with DagsterInstance.ephemeral() as instance:
+    with instance_for_test() as instance:  # persistent (temp dir): schedules and sensors need an instance ref
         yield World(pg_url, pg_engine, server, instance)

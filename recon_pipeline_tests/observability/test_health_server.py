@@ -53,12 +53,21 @@ def _two_profiles(engine) -> None:
 
 def test_health_and_metrics_serve_the_runs_in_the_database(pg_engine):
     _two_profiles(pg_engine)
-    with HealthServer(pg_engine, now=t("09:30")) as server:
+    with pg_engine.connect() as holder, HealthServer(pg_engine, now=t("09:30")) as server:
+        # another session applying alpha's batch holds alpha's reconciliation lock
+        holder.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key("alpha")})
         code, headers, body = request(server.url + H)
         assert code == 200 and headers["Content-Type"] == "application/json"
         doc = json.loads(body)
         code, headers, metrics_body = request(server.url + M)
         assert code == 200 and headers["Content-Type"].startswith("text/plain; version=")
+        holder.rollback()
+        assert get_json(server.url + H)[1]["profiles"]["alpha"]["lockHeld"] is False
+
+        # counters grow as runs accumulate; the latest-run gauge follows the new run
+        with pg_engine.begin() as conn:
+            add_run(conn, "alpha", t("10:00"), t("10:05"), mismatch=5, mfe=2, mid=3)
+        after = samples(request(server.url + M)[2])
 
     assert doc["reconciliationLoopHealthy"] is True
     assert doc["checkedAt"] == "2026-11-30T09:30:00+00:00"
@@ -87,7 +96,8 @@ def test_health_and_metrics_serve_the_runs_in_the_database(pg_engine):
     assert alpha["pendingBatches"] == 2 and alpha["blockedBatches"] == 1
     assert alpha["oldestPendingBatchAgeSeconds"] == 84 * 60
     assert alpha["mismatchRunStreak"] == 3 and beta["mismatchRunStreak"] == 1
-    assert alpha["lastError"] is None and alpha["lockHeld"] is False
+    assert alpha["lastError"] is None
+    assert alpha["lockHeld"] is True and beta["lockHeld"] is False
     assert beta["reconciliationMismatchCount"] == 4 and beta["reconciliationMissingInDb"] == 2
     assert beta["reconciliationParityMaxMismatchNotionalUsd"] == 400.0
     assert beta["tradingPaused"] is False and beta["openPauses"] == []
@@ -117,21 +127,14 @@ def test_health_and_metrics_serve_the_runs_in_the_database(pg_engine):
     assert s[("reconciliation_blocked_batches", "alpha")] == 1
     assert s[("reconciliation_mismatch_consecutive_runs", "alpha")] == 3
     assert s[("reconciliation_open_pauses", "alpha")] == 1
-    assert s[("reconciliation_lock_held", "alpha")] == 0
+    assert s[("reconciliation_lock_held", "alpha")] == 1 and s[("reconciliation_lock_held", "beta")] == 0
+    assert s[("reconciliation_runs_total", "alpha")] == 3
 
-
-def test_counters_grow_as_runs_accumulate(pg_engine):
-    _two_profiles(pg_engine)
-    with HealthServer(pg_engine, now=t("10:30")) as server:
-        before = samples(request(server.url + M)[2])
-        with pg_engine.begin() as conn:
-            add_run(conn, "alpha", t("10:00"), t("10:05"), mismatch=5, mfe=2, mid=3)
-        after = samples(request(server.url + M)[2])
-    assert after[("reconciliation_mismatch_total", "alpha")] == before[("reconciliation_mismatch_total", "alpha")] + 5
+    assert after[("reconciliation_mismatch_total", "alpha")] == 6 + 5
     assert after[("reconciliation_missing_in_db_total", "alpha")] == 3 + 3
-    assert after[("reconciliation_mismatch_total", "beta")] == before[("reconciliation_mismatch_total", "beta")]
-    assert after[("reconciliation_runs_total", "alpha")] is not None
+    assert after[("reconciliation_mismatch_total", "beta")] == 4
     assert after[("reconciliation_mismatch_count", "alpha")] == 5
+    assert after[("reconciliation_mismatch_consecutive_runs", "alpha")] == 4
 
 
 def test_unhealthy_when_runs_stop_or_fail_and_healthy_after_a_later_success(pg_engine):
@@ -266,21 +269,6 @@ def test_no_response_carries_the_password(pg_url, capsys):
         up.dispose()
 
 
-def test_lock_holder_is_reported(pg_engine):
-    with pg_engine.begin() as conn:
-        add_profile(conn, "alpha")
-        add_profile(conn, "beta")
-    with pg_engine.connect() as holder, HealthServer(pg_engine) as server:
-        holder.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_key("alpha")})
-        doc = get_json(server.url + H)[1]
-        s = samples(request(server.url + M)[2])
-        holder.rollback()
-        after = get_json(server.url + H)[1]
-    assert doc["profiles"]["alpha"]["lockHeld"] is True and doc["profiles"]["beta"]["lockHeld"] is False
-    assert s[("reconciliation_lock_held", "alpha")] == 1 and s[("reconciliation_lock_held", "beta")] == 0
-    assert after["profiles"]["alpha"]["lockHeld"] is False
-
-
 def test_sqlite_file_database(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'trading.db'}")
     upgrade(engine)
@@ -308,20 +296,21 @@ def test_sqlite_file_database(tmp_path):
     assert s[("reconciliation_lock_held_seconds", "beta")] == 600
 
 
-def test_cli_prints_health_once_and_rejects_a_bad_max_age(pg_url, capsys, monkeypatch):
+def test_cli_prints_health_once_or_serves_it(pg_url, capsys, monkeypatch):
+    assert main(["health", "--url", pg_url]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["profiles"] == {}
+    assert doc["reconciliationLoopHealthy"] is False  # no profiles: nothing is being reconciled
+    with monkeypatch.context() as env:
+        env.setenv("RECON_HEALTH_MAX_AGE_SECONDS", "soon")
+        assert main(["health", "--url", pg_url]) == 2
+        assert "RECON_HEALTH_MAX_AGE_SECONDS" in capsys.readouterr().err
+
     engine = make_engine(pg_url)
     with engine.begin() as conn:
         add_profile(conn, "alpha")
+        add_run(conn, "alpha", t("09:00"), t("09:05"), mismatch=2)
     engine.dispose()
-    assert main(["health", "--url", pg_url]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["reconciliationLoopHealthy"] is False and "alpha" in doc["profiles"]
-    monkeypatch.setenv("RECON_HEALTH_MAX_AGE_SECONDS", "soon")
-    assert main(["health", "--url", pg_url]) == 2
-    assert "RECON_HEALTH_MAX_AGE_SECONDS" in capsys.readouterr().err
-
-
-def test_cli_serve(pg_url):
     proc = subprocess.Popen(
         [sys.executable, "-m", "recon_pipeline.cli", "health", "--serve", "--port", "0", "--url", pg_url],
         stderr=subprocess.PIPE, text=True)
@@ -330,9 +319,8 @@ def test_cli_serve(pg_url):
         assert "serving http://127.0.0.1:" in line, line
         base = line.split("serving ", 1)[1].split(H, 1)[0]
         code, doc = get_json(base + H)
-        assert code == 200 and doc["profiles"] == {}
-        assert doc["reconciliationLoopHealthy"] is False  # no profiles: nothing is being reconciled
-        assert request(base + M)[0] == 200
+        assert code == 200 and doc["profiles"]["alpha"]["reconciliationMismatchCount"] == 2
+        assert samples(request(base + M)[2])[("reconciliation_mismatch_total", "alpha")] == 2
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -13,13 +13,15 @@ STRICT = ReconSettings()
 HEUR = ReconSettings(backfill_allow_heuristic=True)
 LOOSE = ReconSettings(backfill_require_strong=False)
 LOOSE_HEUR = ReconSettings(backfill_require_strong=False, backfill_allow_heuristic=True)
+PROFILES = F.default_profiles()
+MARKETS = F.default_markets()
 
 
 def run(slices, fills, orders=(), db_orders=(), *, settings=STRICT, live=True, profile_id="p1",
         as_of=F.at(65), markets=None):
     return backfill_exits(
         F.slices(slices), F.fills(fills), F.exchange_orders(list(orders)), F.db_orders(list(db_orders)),
-        F.default_profiles(), markets if markets is not None else F.default_markets(),
+        PROFILES, markets if markets is not None else MARKETS,
         settings=settings, profile_id=profile_id, window_start=F.at(0), as_of=as_of, now=as_of, live=live)
 
 

@@ -66,9 +66,13 @@ def build(slice_rows, order_rows):
     return sl, orders, fills, db
 
 
+PROFILES = F.default_profiles()
+MARKETS = F.default_markets()
+
+
 def run(sl, orders, fills, db, st_, live):
     return backfill_exits(F.slices(sl), F.fills(fills), F.exchange_orders(orders), F.db_orders(db),
-                          F.default_profiles(), F.default_markets(), settings=st_, profile_id="p1",
+                          PROFILES, MARKETS, settings=st_, profile_id="p1",
                           window_start=F.at(0), as_of=F.at(65), now=F.at(65), live=live)
 
 

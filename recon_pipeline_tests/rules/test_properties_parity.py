@@ -10,7 +10,7 @@ import dataclasses
 import json
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from recon_pipeline.rules.ledger import evaluate_ledger
@@ -43,7 +43,8 @@ MARKETS = markets(market_row("BTC/USDT:USDT", mark=2000.0, prec=0.25),
 PROFILES = profiles(profile_row("p1", sub_tag="t1", capital=1000.0), profile_row("p2", sub_tag="t2"))
 COIDS = {"own": "t1-e-{}", "other": "t2-e-{}", "bare_prefix": "t12-e-{}", "foreign": "zz-{}", "none": None}
 
-PROPS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                 phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
 
 
 @st.composite
