@@ -103,7 +103,7 @@ def test_applied_demo_leaves_the_books_as_the_exchange_says(demo_world):
 
     pauses = demo_world.table("trading_pauses")
     open_pauses = pauses[pauses["resumed_at"].isna()]
-    assert sorted(zip(open_pauses["profile_id"], open_pauses["source"])) == [
+    assert sorted(zip(open_pauses["profile_id"], open_pauses["source"], strict=True)) == [
         ("beta", "manual"), ("gamma", "parity_watchdog")]
     paused = {r.profile_id: bool(r.trading_paused) for r in demo_world.table("profiles").itertuples()}
     assert paused == {"alpha": False, "beta": True, "gamma": True}
