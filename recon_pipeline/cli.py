@@ -45,6 +45,21 @@ def _cmd_reconcile(args) -> int:
     return 0
 
 
+def _cmd_backfill(args) -> int:
+    from recon_pipeline.runner import backfill
+
+    failed = 0
+    for outcome in backfill(args.start, args.end, args.profile or None, dry_run=args.dry_run, apply=args.apply):
+        print(outcome.summary(), flush=True)
+        if not outcome.success:
+            failed += 1
+            print(f"  failed: {outcome.error}", file=sys.stderr, flush=True)
+    if failed:
+        print(f"backfill: {failed} partition(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from recon_pipeline.demo.run import run_demo
 
@@ -108,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--apply", action="store_true", help="Apply the stored batch after the run.")
     rec.set_defaults(func=_cmd_reconcile)
 
+    bf = sub.add_parser("backfill", help="Reconcile a range of hourly windows, per profile in time order, in process.")
+    bf.add_argument("--from", dest="start", required=True, help="First window, ISO hour (inclusive).")
+    bf.add_argument("--to", dest="end", required=True, help="Last window, ISO hour (inclusive).")
+    bf.add_argument("--profile", action="append", help="profile_id (repeatable; default: every profile).")
+    bf.add_argument("--dry-run", action="store_true", help="Store every batch as DRY_RUN.")
+    bf.add_argument("--apply", action="store_true", help="Apply each batch right after its window, in order.")
+    bf.set_defaults(func=_cmd_backfill)
+
     hl = sub.add_parser("health", help="Print /internal/health once, or serve it and /metrics (--serve).")
     hl.add_argument("--serve", action="store_true", help="Serve /internal/health and /metrics until interrupted.")
     hl.add_argument("--port", type=int, default=8787)
@@ -118,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from recon_pipeline.apply.lock import LockBusy
+    from recon_pipeline.exchange.scenario import ScenarioError
     from recon_pipeline.settings import SettingsError
 
     args = build_parser().parse_args(argv)
@@ -125,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except SettingsError as exc:
         print(f"recon-pipeline: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (ScenarioError, LookupError, ValueError, LockBusy) as exc:
+        print(f"recon-pipeline {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

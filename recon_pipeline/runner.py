@@ -111,3 +111,39 @@ def _stored(engine, start, profile_id) -> tuple[dict, dict]:
             "SELECT * FROM recon_batches WHERE window_start = :w AND profile_id = :p"
             " ORDER BY created_at DESC LIMIT 1"), params).mappings().first()
     return dict(run or {}), dict(batch or {})
+
+
+def backfill(start: str | pd.Timestamp, end: str | pd.Timestamp, profiles: list[str] | None = None, *,
+             dry_run: bool = False, apply: bool = False, instance=None, db_url: str | None = None,
+             exchange_config: dict | None = None):
+    """Reconcile every window of ``[start, end]`` (inclusive) for each profile, oldest window first.
+
+    Windows of one profile run in time order (a later window's batch assumes the earlier ones
+    landed); all runs share one process and one Dagster instance, so the code location and the
+    heavy imports are paid once, not per window. Yields one :class:`Outcome` per partition.
+    """
+    from recon_pipeline.db.engine import make_engine
+    from recon_pipeline.db.read import read_profiles
+    from recon_pipeline.settings import database_url
+
+    first = parse_window(start) if isinstance(start, str) else pd.Timestamp(start)
+    last = parse_window(end) if isinstance(end, str) else pd.Timestamp(end)
+    if last < first:
+        raise ValueError(f"backfill range is empty: --to {last.isoformat()} is before --from {first.isoformat()}")
+    url = db_url or database_url()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            known = read_profiles(conn)["profile_id"].tolist()
+    finally:
+        engine.dispose()
+    chosen = profiles or known
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise LookupError(f"profiles not in the profiles table: {', '.join(unknown)}")
+    instance = instance or get_instance()
+    windows = pd.date_range(first, last, freq="h")
+    for profile_id in chosen:
+        for window in windows:
+            yield reconcile_partition(window, profile_id, dry_run=dry_run, apply=apply, instance=instance,
+                                      db_url=url, exchange_config=exchange_config)

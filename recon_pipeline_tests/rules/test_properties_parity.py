@@ -43,7 +43,7 @@ MARKETS = markets(market_row("BTC/USDT:USDT", mark=2000.0, prec=0.25),
 PROFILES = profiles(profile_row("p1", sub_tag="t1", capital=1000.0), profile_row("p2", sub_tag="t2"))
 COIDS = {"own": "t1-e-{}", "other": "t2-e-{}", "bare_prefix": "t12-e-{}", "foreign": "zz-{}", "none": None}
 
-PROPS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+PROPS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                  phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
 
 
