@@ -45,7 +45,11 @@ class Outcome:
 def get_instance():
     from dagster import DagsterInstance
 
-    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    if os.environ.get("DAGSTER_HOME"):
+        return DagsterInstance.get()
+    # An ephemeral instance keeps every event in memory; its console shows warnings and errors only.
+    level = os.environ.get("RECON_LOG_LEVEL", "WARNING")
+    return DagsterInstance.ephemeral(settings={"python_logs": {"python_log_level": level}})
 
 
 def _first_error(result) -> str:

@@ -18,6 +18,7 @@ from recon_pipeline.rules.ledger import LedgerResult, evaluate_ledger
 from recon_pipeline.rules.orders import OrderReconResult, reconcile_orders
 from recon_pipeline.rules.parity import ParityResult, evaluate_parity
 from recon_pipeline.rules.watchdog import WatchdogResult, evaluate_watchdog
+from recon_pipeline.validation.snapshots import BadRows, markets_for_parity, parity_no_go_trade_ids
 
 RECONCILIATION = "reconciliation"
 FINDING_PREVIEW = ["kind", "reason", "symbol", "trade_id", "order_id", "qty_db", "qty_exchange", "notional_usd"]
@@ -74,19 +75,28 @@ def exit_backfill(context: AssetExecutionContext, db_trade_history: pd.DataFrame
 @asset(group_name=RECONCILIATION, partitions_def=window_x_profile, description=(
     "Position-parity heartbeat (live run only): ghost slices, N consecutive confirmations, synthetic "
     "EXIT for sub_tag-attributed slices, QUARANTINE for the rest. Sees the slices as this run's EXIT "
-    "backfill leaves them. Persists the confirmation streaks."))
+    "backfill leaves them. Persists the confirmation streaks. Slices on an instrument with a bad (excluded) "
+    "snapshot row are treated like slices with NO_GO exit evidence: quarantined, never closed at mark."))
 def position_parity(context: AssetExecutionContext, exit_backfill: ExitBackfillResult,
                     db_trade_history: pd.DataFrame, exchange_positions: pd.DataFrame,
                     exchange_markets: pd.DataFrame, db_profile_state: ProfileState,
                     snapshot_clock: SnapshotClock, recon_config: ReconConfig,
-                    trading_db: TradingDatabase) -> Output[ParityResult]:
+                    trading_db: TradingDatabase, db_bad_rows: BadRows,
+                    exchange_bad_rows: BadRows) -> Output[ParityResult]:
     window = window_of(context.partition_key)
     settings = recon_config.settings()
     slices = state_after.slices_after(db_trade_history, exit_backfill.corrections, actions=("BACKFILL_EXIT",))
     evaluated = bool(snapshot_clock.live and settings.parity_enabled)
+    # Excluded snapshot rows must never make a slice look like a ghost that is then closed at mark.
+    taint = db_bad_rows.taint | exchange_bad_rows.taint
+    bad_row_no_go = parity_no_go_trade_ids(slices, taint)
+    if bad_row_no_go:
+        context.log.warning(f"parity: {len(bad_row_no_go)} OPEN slices on instruments with bad snapshot rows "
+                            f"are no-go this run: {sorted(bad_row_no_go)[:20]}")
     result = evaluate_parity(
-        slices, exchange_positions, exchange_markets, db_profile_state.profiles, db_profile_state.streaks,
-        exit_backfill.no_go_trade_ids, settings=settings, profile_id=window.profile_id,
+        slices, exchange_positions, markets_for_parity(exchange_markets, taint), db_profile_state.profiles,
+        db_profile_state.streaks, exit_backfill.no_go_trade_ids | bad_row_no_go, settings=settings,
+        profile_id=window.profile_id,
         account=db_profile_state.profile["account"], window_start=window.start, now=snapshot_clock.now,
         evaluated=evaluated)
     if not evaluated:
@@ -106,6 +116,7 @@ def position_parity(context: AssetExecutionContext, exit_backfill: ExitBackfillR
         total_mismatch_notional_usd=MetadataValue.float(float(summary.get("total_mismatch_notional_usd", 0.0))),
         max_mismatch_notional_usd=MetadataValue.float(float(summary.get("max_mismatch_notional_usd", 0.0))),
         streak_rows_written=MetadataValue.int(written),
+        bad_row_no_go_trades=MetadataValue.int(len(bad_row_no_go)),
     ))
 
 

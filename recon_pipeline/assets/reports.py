@@ -25,6 +25,7 @@ from recon_pipeline.rules.orders import OrderReconResult
 from recon_pipeline.rules.parity import ParityResult
 from recon_pipeline.rules.watchdog import WatchdogResult
 from recon_pipeline.validation.outputs import validate_outputs
+from recon_pipeline.validation.snapshots import BadRows
 
 REPORTS = "reports"
 
@@ -54,14 +55,17 @@ def _worst(findings: pd.DataFrame, limit: int = 15) -> pd.DataFrame:
 
 
 @asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
-    "Every finding of the (window, profile): orders, exits, parity, watchdog, ledger. Stored in "
+    "Every finding of the (window, profile): orders, exits, parity, watchdog, ledger, and the snapshot rows "
+    "excluded for a bad value (BAD_ROW). Stored in "
     "recon_findings; the worst findings by notional are shown below."),
     metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)})
 def mismatch_report(context: AssetExecutionContext, order_reconciliation: OrderReconResult,
                     exit_backfill: ExitBackfillResult, position_parity: ParityResult, watchdog: WatchdogResult,
-                    ledger_reconciliation: LedgerResult, trading_db: TradingDatabase) -> Output[pd.DataFrame]:
+                    ledger_reconciliation: LedgerResult, db_bad_rows: BadRows, exchange_bad_rows: BadRows,
+                    trading_db: TradingDatabase) -> Output[pd.DataFrame]:
     window = window_of(context.partition_key)
-    findings = _all_findings(order_reconciliation, exit_backfill, position_parity, watchdog, ledger_reconciliation)
+    findings = _all_findings(order_reconciliation, exit_backfill, position_parity, watchdog, ledger_reconciliation,
+                             db_bad_rows, exchange_bad_rows)
     with trading_db.begin() as conn:
         replace_findings(conn, window.start, window.profile_id, findings)
     notional = findings["notional_usd"].fillna(0.0)
@@ -75,12 +79,14 @@ def mismatch_report(context: AssetExecutionContext, order_reconciliation: OrderR
         "max_mismatch_notional_usd": MetadataValue.float(float(notional.max()) if len(notional) else 0.0),
         "missing_from_exchange": MetadataValue.int(by_kind.get("ORDER_MISSING_FROM_EXCHANGE", 0)),
         "missing_in_db": MetadataValue.int(by_kind.get("ORDER_MISSING_IN_DB", 0)),
+        "bad_rows": MetadataValue.int(by_kind.get("BAD_ROW", 0)),
     })
 
 
 @asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
-    "The NO_GO queue: evidence that looked like drift but failed a safety gate, kept for operator "
-    "review with its reason. Nothing here is ever acted on automatically."),
+    "The NO_GO queue: evidence that looked like drift but failed a safety gate, and snapshot rows excluded "
+    "for a bad value (BAD_ROW), kept for operator review with its reason. Nothing here is ever acted on "
+    "automatically."),
     metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)})
 def no_go_queue(mismatch_report: pd.DataFrame) -> Output[pd.DataFrame]:
     queue = mismatch_report[mismatch_report["kind"].isin(["NO_GO", "BAD_ROW"])].reset_index(drop=True)

@@ -5,21 +5,97 @@ orders which ids to look up), then the exchange, for the profile's whole account
 across every profile sharing the account, while corrections are only proposed for the running one.
 A failed or malformed exchange response raises here, so no downstream step ever sees a partial
 snapshot (an empty position list read as "flat" would close real positions).
+
+Each multi_asset then validates its frames (``recon_pipeline.validation.snapshots``): a blocking
+``structure`` asset check per frame (columns, dtypes, keys; a failure raises and fails the run before
+anything downstream, so no batch is stored), then the row rules: bad rows are excluded from the frames
+it yields and reported as BAD_ROW findings in ``db_bad_rows`` / ``exchange_bad_rows`` (with the parity
+taint that keeps ``position_parity`` conservative on their instruments). Every frame's metadata shows
+rows in / rows excluded.
 """
 
 
 from dataclasses import dataclass
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetOut, Output, multi_asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetOut,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
 
 from recon_pipeline import schemas
-from recon_pipeline.assets.metadata import frame_metadata
+from recon_pipeline.assets.metadata import frame_metadata, markdown_table
 from recon_pipeline.db import read
 from recon_pipeline.partitions import Window, window_of, window_x_profile
 from recon_pipeline.resources import ExchangeClients, ReconConfig, TradingDatabase
 
 SNAPSHOTS = "snapshots"
+
+
+STRUCTURE_CHECK = "structure"
+DB_FRAMES = ("db_trade_history", "db_orders", "db_positions")
+EXCHANGE_FRAMES = ("exchange_fills", "exchange_orders", "exchange_positions", "exchange_markets")
+BAD_ROW_PREVIEW = ["reason", "symbol", "trade_id", "order_id", "exchange_order_id", "fill_ids", "detail"]
+
+
+def _structure_specs(frames: tuple[str, ...]) -> list[AssetCheckSpec]:
+    return [AssetCheckSpec(STRUCTURE_CHECK, asset=name, blocking=True, description=(
+        f"{name}: columns and dtypes exactly the schema's, key non-null and unique (Great Expectations). "
+        "A failure fails the run: such a snapshot cannot be trusted.")) for name in frames]
+
+
+def _validate_structure(context: AssetExecutionContext, frames: dict[str, pd.DataFrame]):
+    """Yield one blocking check result per frame; raise SnapshotStructureError when any failed."""
+    from recon_pipeline.validation.snapshots import SnapshotStructureError, check_structure
+
+    results = {}
+    for name, df in frames.items():
+        res = check_structure(name, df)
+        results[name] = res
+        yield AssetCheckResult(
+            asset_key=name, check_name=STRUCTURE_CHECK, passed=res.success, severity=AssetCheckSeverity.ERROR,
+            metadata={"rows": MetadataValue.int(len(df)),
+                      "expectations": MetadataValue.int(len(res.outcomes)),
+                      "result": MetadataValue.text(res.describe()[:2000]),
+                      "failures": MetadataValue.json(res.as_dict()["failures"])})
+    if not all(r.success for r in results.values()):
+        error = SnapshotStructureError(list(results.values()))
+        context.log.error(str(error))
+        raise error
+
+
+def _row_metadata(name: str, bad_rows) -> dict:
+    """Rows in / rows excluded of one snapshot frame (the rest is what the rules see)."""
+    meta = {
+        "rows_in": MetadataValue.int(int(bad_rows.rows_in.get(name, 0))),
+        "rows_excluded": MetadataValue.int(int(bad_rows.rows_excluded.get(name, 0))),
+        "excluded_by_reason": MetadataValue.json(bad_rows.excluded_by_reason.get(name, {})),
+    }
+    if name in bad_rows.duplicates_dropped:
+        meta["identical_duplicates_dropped"] = MetadataValue.int(int(bad_rows.duplicates_dropped[name]))
+    return meta
+
+
+def _bad_rows_output(bad_rows, output_name: str) -> Output:
+    findings = bad_rows.findings
+    return Output(bad_rows, output_name, metadata={
+        "dagster/row_count": MetadataValue.int(len(findings)),
+        "rows_in": MetadataValue.json({k: int(v) for k, v in bad_rows.rows_in.items()}),
+        "rows_excluded": MetadataValue.json({k: int(v) for k, v in bad_rows.rows_excluded.items()}),
+        "identical_duplicates_dropped": MetadataValue.json({k: int(v) for k, v in bad_rows.duplicates_dropped.items()}),
+        "by_reason": MetadataValue.json(bad_rows.by_reason()),
+        "parity_no_go_instruments": MetadataValue.text(
+            ", ".join(sorted(f"{a}:{i}" for a, i in bad_rows.taint.no_go)) or "(none)"),
+        "parity_not_evaluated_instruments": MetadataValue.text(
+            ", ".join(sorted(f"{a}:{i}" for a, i in bad_rows.taint.not_evaluated)) or "(none)"),
+        "preview": MetadataValue.md(markdown_table(findings, BAD_ROW_PREVIEW, 25)),
+    })
 
 
 @dataclass(frozen=True)
@@ -70,9 +146,14 @@ def load_profile(conn, profile_id: str) -> dict:
         "db_profile_state": AssetOut(group_name=SNAPSHOTS, description=(
             "The profile, its account's profiles, trading pauses, capital ledger, parity streaks and "
             "earlier evaluations: the state the watchdog and the ledger rules read.")),
+        "db_bad_rows": AssetOut(group_name=SNAPSHOTS, description=(
+            "DB snapshot rows excluded for a bad value (BAD_ROW findings with a reason code): the rest of "
+            "the window is still reconciled, and parity stays conservative on their instruments.")),
     },
     partitions_def=window_x_profile,
-    description="Snapshot of the trading database for one (window, profile).",
+    check_specs=_structure_specs(DB_FRAMES),
+    description=("Snapshot of the trading database for one (window, profile), validated: a structural "
+                 "failure fails the run, bad rows are excluded and reported."),
 )
 def db_snapshot(context: AssetExecutionContext, trading_db: TradingDatabase, recon_config: ReconConfig):
     window = window_of(context.partition_key)
@@ -90,13 +171,26 @@ def db_snapshot(context: AssetExecutionContext, trading_db: TradingDatabase, rec
             ledger=read.read_ledger(conn, ids), streaks=read.read_streaks(conn, ids),
             run_history=read.read_run_history(conn, window.profile_id, window.start),
         )
-    yield Output(slices, "db_trade_history", metadata=frame_metadata(
-        slices, schemas.TRADE_HISTORY,
-        preview_columns=["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"]))
-    yield Output(orders, "db_orders", metadata=frame_metadata(
-        orders, schemas.DB_ORDERS,
-        preview_columns=["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"]))
-    yield Output(positions, "db_positions", metadata=frame_metadata(positions, schemas.DB_POSITIONS))
+    from recon_pipeline.validation.snapshots import validate_db_snapshot
+
+    yield from _validate_structure(context, {"db_trade_history": slices, "db_orders": orders,
+                                             "db_positions": positions})
+    checked = validate_db_snapshot(slices, orders, positions, account=account, window_start=window.start,
+                                   profile_id=window.profile_id)
+    bad = checked.bad_rows
+    if len(bad.findings):
+        context.log.warning(f"db snapshot: {len(bad.findings)} bad rows excluded: {bad.by_reason()}")
+    yield Output(checked.slices, "db_trade_history", metadata={**frame_metadata(
+        checked.slices, schemas.TRADE_HISTORY,
+        preview_columns=["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"]),
+        **_row_metadata("db_trade_history", bad)})
+    yield Output(checked.orders, "db_orders", metadata={**frame_metadata(
+        checked.orders, schemas.DB_ORDERS,
+        preview_columns=["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"]),
+        **_row_metadata("db_orders", bad)})
+    yield Output(checked.positions, "db_positions", metadata={
+        **frame_metadata(checked.positions, schemas.DB_POSITIONS), **_row_metadata("db_positions", bad)})
+    yield _bad_rows_output(bad, "db_bad_rows")
     yield Output(state, "db_profile_state", metadata={
         "account": account, "profiles_on_account": len(profiles),
         "open_pauses": int(state.pauses["resumed_at"].isna().sum()),
@@ -145,9 +239,15 @@ def symbols_to_fetch(slices: pd.DataFrame, orders: pd.DataFrame, markets: pd.Dat
             "Markets of the account's exchange: precision, contract size and mark price.")),
         "snapshot_clock": AssetOut(group_name=SNAPSHOTS, description=(
             "Exchange server time of the snapshot, the as-of time and whether this is the live run.")),
+        "exchange_bad_rows": AssetOut(group_name=SNAPSHOTS, description=(
+            "Exchange snapshot rows excluded for a bad value (BAD_ROW findings with a reason code). Every "
+            "OPEN slice on their instruments is no-go for parity (quarantined, never closed at mark); a bad "
+            "position row makes its instrument 'not evaluated'.")),
     },
     partitions_def=window_x_profile,
-    description="Snapshot of the exchange (through ccxt) for the profile's whole account.",
+    check_specs=_structure_specs(EXCHANGE_FRAMES),
+    description=("Snapshot of the exchange (through ccxt) for the profile's whole account, validated: a "
+                 "structural failure fails the run, bad rows are excluded and reported."),
 )
 def exchange_snapshot(context: AssetExecutionContext, db_trade_history: pd.DataFrame,
                       db_orders: pd.DataFrame, db_profile_state: ProfileState,
@@ -186,17 +286,32 @@ def exchange_snapshot(context: AssetExecutionContext, db_trade_history: pd.DataF
     context.log.info(
         f"exchange snapshot account={account} now={now.isoformat()} live={clock.live} "
         f"symbols={len(symbols)} fills={len(fills)} orders={len(orders)} positions={len(positions)}")
-    yield Output(fills, "exchange_fills", metadata=frame_metadata(
-        fills, schemas.EXCHANGE_FILLS,
-        preview_columns=["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"]))
-    yield Output(orders, "exchange_orders", metadata=frame_metadata(
-        orders, schemas.EXCHANGE_ORDERS,
-        preview_columns=["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"]))
-    yield Output(positions, "exchange_positions", metadata=frame_metadata(positions, schemas.EXCHANGE_POSITIONS))
-    yield Output(markets, "exchange_markets", metadata=frame_metadata(
-        markets, schemas.EXCHANGE_MARKETS,
-        preview_columns=["symbol", "market_type", "amount_precision", "contract_size", "mark_price"]))
+    from recon_pipeline.validation.snapshots import validate_exchange_snapshot
+
+    yield from _validate_structure(context, {"exchange_fills": fills, "exchange_orders": orders,
+                                             "exchange_positions": positions, "exchange_markets": markets})
+    checked = validate_exchange_snapshot(fills, orders, positions, markets, account=account, now=now,
+                                         fills_since=clock.fills_since, as_of=clock.as_of,
+                                         window_start=window.start, profile_id=window.profile_id)
+    bad = checked.bad_rows
+    if len(bad.findings):
+        context.log.warning(f"exchange snapshot: {len(bad.findings)} bad rows excluded: {bad.by_reason()}")
+    yield Output(checked.fills, "exchange_fills", metadata={**frame_metadata(
+        checked.fills, schemas.EXCHANGE_FILLS,
+        preview_columns=["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"]),
+        **_row_metadata("exchange_fills", bad)})
+    yield Output(checked.orders, "exchange_orders", metadata={**frame_metadata(
+        checked.orders, schemas.EXCHANGE_ORDERS,
+        preview_columns=["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"]),
+        **_row_metadata("exchange_orders", bad)})
+    yield Output(checked.positions, "exchange_positions", metadata={
+        **frame_metadata(checked.positions, schemas.EXCHANGE_POSITIONS), **_row_metadata("exchange_positions", bad)})
+    yield Output(checked.markets, "exchange_markets", metadata={**frame_metadata(
+        checked.markets, schemas.EXCHANGE_MARKETS,
+        preview_columns=["symbol", "market_type", "amount_precision", "contract_size", "mark_price"]),
+        **_row_metadata("exchange_markets", bad)})
     yield Output(clock, "snapshot_clock", metadata={
         "now": now.isoformat(), "as_of": clock.as_of.isoformat(), "live": clock.live,
         "fills_since": clock.fills_since.isoformat(), "symbols": ", ".join(symbols) or "(none)",
     })
+    yield _bad_rows_output(bad, "exchange_bad_rows")
