@@ -54,12 +54,12 @@ Correction evidence never includes ``now`` or ``as_of``: the same fills give the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from recon_pipeline.rules import state_after
 from recon_pipeline.rules.attribution import STRENGTH_ORDER, attribute_fills, strength_rank
 from recon_pipeline.rules.corrections import corrections_frame, findings_frame
 from recon_pipeline.schemas import CORRECTIONS, FINDINGS, empty
@@ -428,19 +428,4 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
 
 def slices_after(slices: pd.DataFrame, corrections: pd.DataFrame) -> pd.DataFrame:
     """``slices`` as the BACKFILL_EXIT corrections of ``corrections`` leave them (other actions ignored)."""
-    bf = corrections.loc[corrections["action"] == "BACKFILL_EXIT", ["target_id", "new_state"]]
-    out = slices.copy()
-    if bf.empty:
-        return out
-    states = pd.DataFrame([json.loads(s) for s in bf["new_state"].tolist()], index=bf["target_id"].to_numpy())
-    states = states[~states.index.duplicated(keep="last")]
-    idx = out["trade_id"].isin(states.index).to_numpy(bool)
-    hit = out.loc[idx, "trade_id"]
-    for col in ("status", "exit_qty", "exit_price", "exit_time", "exit_source"):
-        if col not in states.columns:
-            continue
-        values = states[col].reindex(hit.to_numpy())
-        if col == "exit_time":
-            values = pd.to_datetime(values, utc=True)
-        out.loc[idx, col] = values.to_numpy()
-    return out
+    return state_after.slices_after(slices, corrections, actions=("BACKFILL_EXIT",))
