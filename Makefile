@@ -32,8 +32,15 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 	RECON_DATABASE_URL=$${RECON_DATABASE_URL:-sqlite:///$(CURDIR)/.recon/trading.db} \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Debian's Chromium for the real-browser UI test (recon_pipeline_tests/ui); nothing to do when present.
+.PHONY: chromium
+test: chromium
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

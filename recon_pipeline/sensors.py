@@ -42,6 +42,15 @@ def _request(batch_id: str, profile_id: str, run_key: str) -> RunRequest:
                       tags={"recon/batch_id": batch_id, "recon/profile": profile_id})
 
 
+def _pending(trading_db: TradingDatabase, batch_ids: list[str]) -> set[str]:
+    if not batch_ids:
+        return set()
+    stmt = sa.text("SELECT batch_id FROM recon_batches WHERE status = 'PENDING' AND batch_id IN :ids")
+    stmt = stmt.bindparams(sa.bindparam("ids", expanding=True))
+    with trading_db.connect() as conn:
+        return {r[0] for r in conn.execute(stmt, {"ids": batch_ids})}
+
+
 def _stranded(trading_db: TradingDatabase, now: pd.Timestamp) -> list[tuple[str, str]]:
     with trading_db.connect() as conn:
         rows = conn.execute(sa.text(
@@ -57,16 +66,16 @@ def apply_pending_batches(context: SensorEvaluationContext, trading_db: TradingD
     cursor = int(context.cursor) if context.cursor else 0
     result = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=BATCH_ASSET, after_storage_id=cursor), limit=500, ascending=True)
-    requests = []
+    seen = []
     for record in result.records:
         cursor = max(cursor, record.storage_id)
         meta = record.asset_materialization.metadata if record.asset_materialization else {}
-        if "batch_id" not in meta or meta.get("batch_status") is None:
-            continue
-        if meta["batch_status"].value != "PENDING":
-            continue
-        batch_id = meta["batch_id"].value
-        requests.append(_request(batch_id, meta["profile_id"].value, f"apply:{batch_id}"))
+        if "batch_id" in meta and meta.get("batch_status") and meta["batch_status"].value == "PENDING":
+            seen.append((meta["batch_id"].value, meta["profile_id"].value))
+    # The table is the truth: a batch applied since it was materialized (by `reconcile --apply`, or an
+    # earlier launch) needs no run.
+    still_pending = _pending(trading_db, [b for b, _ in seen])
+    requests = [_request(b, p, f"apply:{b}") for b, p in seen if b in still_pending]
 
     now = pd.Timestamp.now(tz="UTC")
     period = int(now.timestamp()) // RETRY_BACKOFF_SECONDS

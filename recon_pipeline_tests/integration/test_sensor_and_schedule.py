@@ -92,3 +92,8 @@ def test_schedule_requests_the_closed_hour_for_every_profile(demo_world):
 )
 def test_closed_window(scheduled, window):
     assert closed_window(pd.Timestamp(scheduled)) == pd.Timestamp(window)
+
+
+def test_sensor_skips_a_batch_already_applied_since_it_was_materialized(demo_world):
+    demo_world.reconcile("alpha", apply=True)
+    assert _tick(demo_world).run_requests == []
