@@ -1,0 +1,103 @@
+"""Structural suites of the snapshot frames (Great Expectations): a failure names frame, expectation, examples."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from recon_pipeline.validation import snapshots as V
+from recon_pipeline_tests.rules import frames as F
+
+GOOD = {
+    "exchange_fills": lambda: F.fills([{"fill_id": "1"}, {"fill_id": "1", "symbol": "ETH/USDT"}]),
+    "exchange_orders": lambda: F.exchange_orders([{"exchange_order_id": "o1"}, {"exchange_order_id": "o2"}]),
+    "exchange_positions": lambda: F.exchange_positions([{"instrument": "BTC"}, {"instrument": "ETH"}]),
+    "exchange_markets": F.default_markets,
+    "db_trade_history": lambda: F.slices([{"trade_id": "t1"}, {"trade_id": "t2"}]),
+    "db_orders": lambda: F.db_orders([{"order_id": "d1"}, {"order_id": "d2"}]),
+    "db_positions": lambda: F.db_positions([{"symbol": "BTC/USDT"}, {"symbol": "ETH/USDT"}]),
+}
+
+
+@pytest.mark.parametrize("name", list(GOOD))
+def test_a_well_formed_frame_passes(name):
+    result = V.check_structure(name, GOOD[name]())
+    assert result.success, result.describe()
+    empty = V.check_structure(name, GOOD[name]().iloc[:0])
+    assert empty.success, empty.describe()
+
+
+def _fail(name: str, df: pd.DataFrame) -> V.SnapshotStructureError:
+    with pytest.raises(V.SnapshotStructureError) as info:
+        V.require_structure({name: df})
+    return info.value
+
+
+@pytest.mark.parametrize(("name", "column"), [
+    pytest.param("exchange_fills", "qty", id="fills-missing-qty"),
+    pytest.param("db_trade_history", "entry_time", id="slices-missing-entry-time"),
+])
+def test_missing_column_is_named(name, column):
+    error = _fail(name, GOOD[name]().drop(columns=[column]))
+    assert f"{name}_structure" in str(error)
+    assert "expect_column_values_to_be_null(missing_column)" in str(error) and f"'{column}'" in str(error)
+
+
+def test_extra_column_is_named():
+    error = _fail("db_orders", GOOD["db_orders"]().assign(surprise=1))
+    assert "expect_column_values_to_be_null(extra_column)" in str(error) and "'surprise'" in str(error)
+
+
+@pytest.mark.parametrize(("name", "column", "cast", "fact"), [
+    pytest.param("exchange_fills", "qty", "str", "qty:str", id="qty-as-string"),
+    pytest.param("exchange_orders", "created_ts", "str", "created_ts:str", id="time-as-string"),
+    pytest.param("db_positions", "qty", object, "qty:object", id="qty-as-object"),
+    pytest.param("exchange_markets", "symbol", object, "symbol:object", id="symbol-as-object"),
+])
+def test_wrong_dtype_is_named(name, column, cast, fact):
+    df = GOOD[name]()
+    df[column] = df[column].astype(cast)
+    error = _fail(name, df)
+    assert "expect_column_values_to_be_in_set(column_dtype)" in str(error) and fact in str(error)
+
+
+@pytest.mark.parametrize("name", [n for n in GOOD if n != "exchange_fills"])
+def test_duplicate_key_fails(name):
+    df = GOOD[name]()
+    error = _fail(name, pd.concat([df, df.iloc[:1]], ignore_index=True))
+    spec = V.FRAME_SPECS[name]
+    expectation = "expect_compound_columns_to_be_unique" if len(spec.keys) > 1 else "expect_column_values_to_be_unique"
+    assert f"{name}_structure: {expectation}" in str(error)
+    outcome = error.results[0].failures[0]
+    assert outcome.unexpected_count == 2 and outcome.examples
+
+
+def test_duplicate_fill_ids_are_not_structural():
+    df = GOOD["exchange_fills"]()
+    assert V.check_structure("exchange_fills", pd.concat([df, df], ignore_index=True)).success
+
+
+@pytest.mark.parametrize(("name", "column"), [
+    pytest.param("exchange_fills", "fill_id", id="fill-without-id"),
+    pytest.param("exchange_orders", "exchange_order_id", id="order-without-id"),
+    pytest.param("db_trade_history", "trade_id", id="slice-without-id"),
+])
+def test_null_key_fails(name, column):
+    df = GOOD[name]()
+    df.loc[0, column] = None
+    error = _fail(name, df)
+    assert f"expect_column_values_to_not_be_null({column}) failed on 1 rows" in str(error)
+
+
+def test_every_failing_frame_is_reported_at_once():
+    frames = {"db_orders": GOOD["db_orders"]().drop(columns=["qty"]),
+              "db_positions": pd.concat([GOOD["db_positions"]()] * 2, ignore_index=True),
+              "db_trade_history": GOOD["db_trade_history"]()}
+    error = _fail_all(frames)
+    assert [r.suite for r in error.results] == ["db_orders_structure", "db_positions_structure"]
+
+
+def _fail_all(frames):
+    with pytest.raises(V.SnapshotStructureError) as info:
+        V.require_structure(frames)
+    return info.value
