@@ -7,7 +7,15 @@ the corrections and stores them (PENDING / DRY_RUN / BLOCKED) in the pipeline's 
 """
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from recon_pipeline import schemas
 from recon_pipeline.apply.batch_store import store_batch
@@ -103,11 +111,14 @@ def no_go_queue(mismatch_report: pd.DataFrame) -> Output[pd.DataFrame]:
     "The corrective batch of the (window, profile): validated by the output expectation suites, then "
     "stored in recon_batches / recon_corrections as PENDING (applied by the apply sensor), DRY_RUN, "
     "or BLOCKED with the failing expectations."),
-    metadata={"dagster/column_schema": column_schema(schemas.CORRECTIONS, CORRECTION_DESCRIPTIONS)})
+    metadata={"dagster/column_schema": column_schema(schemas.CORRECTIONS, CORRECTION_DESCRIPTIONS)},
+    check_specs=[AssetCheckSpec("output_suites", asset="corrective_batch", description=(
+        "The output expectation suites over the findings and corrections. A failure stores the batch "
+        "BLOCKED (never applied); the asset itself writes that, so the run still records its health."))])
 def corrective_batch(context: AssetExecutionContext, order_reconciliation: OrderReconResult,
                      exit_backfill: ExitBackfillResult, position_parity: ParityResult, watchdog: WatchdogResult,
                      ledger_reconciliation: LedgerResult, mismatch_report: pd.DataFrame,
-                     trading_db: TradingDatabase, recon_config: ReconConfig) -> Output[pd.DataFrame]:
+                     trading_db: TradingDatabase, recon_config: ReconConfig):
     window = window_of(context.partition_key)
     settings = recon_config.settings()
     corrections = concat([exit_backfill.corrections, position_parity.corrections, watchdog.corrections,
@@ -120,7 +131,7 @@ def corrective_batch(context: AssetExecutionContext, order_reconciliation: Order
     if not validation.success:
         context.log.error(f"corrective batch {stored['batch_id']} BLOCKED: {validation.describe()}")
     by_action = {str(k): int(v) for k, v in corrections["action"].value_counts().sort_index().items()}
-    return Output(corrections, metadata={
+    yield Output(corrections, metadata={
         "dagster/row_count": MetadataValue.int(len(corrections)),
         "batch_id": MetadataValue.text(stored["batch_id"]),
         "batch_status": MetadataValue.text(stored["status"]),
@@ -131,6 +142,15 @@ def corrective_batch(context: AssetExecutionContext, order_reconciliation: Order
         "profile_id": MetadataValue.text(window.profile_id),
         "window_start": MetadataValue.text(window.start.isoformat()),
     })
+    failures = [f for suite in (validation.corrections, validation.findings) for f in suite.failures]
+    yield AssetCheckResult(
+        check_name="output_suites", asset_key="corrective_batch", passed=validation.success,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"batch_id": stored["batch_id"], "batch_status": stored["status"],
+                  "failed_expectations": MetadataValue.json(
+                      [{"expectation": f.expectation, "column": f.column, "failing_rows": f.unexpected_count,
+                        "examples": [str(e) for e in f.examples[:5]]} for f in failures]),
+                  "suites": MetadataValue.md(validation.markdown())})
 
 
 @asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
