@@ -51,11 +51,14 @@ class ExchangeClients(ConfigurableResource):
 
     timeout_ms: int = Field(default=10_000, description="Per-request timeout of the ccxt client.")
     enable_rate_limit: bool = Field(default=True, description="ccxt's built-in request throttle.")
+    max_retries: int = Field(default=3, description="Retries of a retryable request (429, 5xx, timeout, reset).")
+    retry_backoff_s: float = Field(default=0.5, description="First retry delay; doubles per attempt, capped at 10 s.")
 
     def client(self, account: str):
         from recon_pipeline.exchange.client import make_exchange
 
-        return make_exchange(account, timeout_ms=self.timeout_ms, enable_rate_limit=self.enable_rate_limit)
+        return make_exchange(account, timeout_ms=self.timeout_ms, enable_rate_limit=self.enable_rate_limit,
+                             max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s)
 
 
 

@@ -25,6 +25,7 @@ class Outcome:
     run_row: dict = field(default_factory=dict)
     batch: dict = field(default_factory=dict)
     applied: dict = field(default_factory=dict)
+    apply_skipped: str | None = None
 
     def summary(self) -> str:
         head = f"window={self.window_start.isoformat()} profile={self.profile_id}"
@@ -39,6 +40,8 @@ class Outcome:
             parts.append(f"batch={self.batch.get('batch_id')} batch_status={self.batch.get('status')}")
         if self.applied:
             parts.append("applied=" + ",".join(f"{k}:{v}" for k, v in sorted(self.applied.items())))
+        if self.apply_skipped:
+            parts.append(f"apply_skipped=({self.apply_skipped})")
         return " ".join(parts)
 
 
@@ -81,13 +84,15 @@ def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run:
         instance = instance or get_instance()
         sync_profile_partitions(instance, profiles["profile_id"].tolist())
         config = {"dry_run": bool(dry_run), **(run_config_extra or {})}
-        run_config = {"resources": {"recon_config": {"config": config},
-                                    "trading_db": {"config": {"url": url}},
-                                    "exchange": {"config": dict(exchange_config or {})}}}
+        # Connections are handed over as resource instances, not run config: run config is stored
+        # with the run and shown in the UI, and the database URL may carry a password.
+        from recon_pipeline.resources import ExchangeClients, TradingDatabase
+
+        resources = {"trading_db": TradingDatabase(url=url), "exchange": ExchangeClients(**(exchange_config or {}))}
         job = defs.resolve_job_def("reconcile")
         result = job.execute_in_process(
-            partition_key=partition_key(start, profile_id), instance=instance, run_config=run_config,
-            raise_on_error=False,
+            partition_key=partition_key(start, profile_id), instance=instance, raise_on_error=False,
+            run_config={"resources": {"recon_config": {"config": config}}}, resources=resources,
         )
         outcome = Outcome(start, profile_id, result.success, run_id=result.run_id)
         if not result.success:
@@ -95,9 +100,13 @@ def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run:
         outcome.run_row, outcome.batch = _stored(engine, start, profile_id)
         if apply and result.success and outcome.batch.get("status") == "PENDING":
             from recon_pipeline.apply.applier import apply_batch
+            from recon_pipeline.apply.lock import LockBusy
 
-            report = apply_batch(engine, outcome.batch["batch_id"], run_id=result.run_id)
-            outcome.applied = report.counts
+            try:
+                report = apply_batch(engine, outcome.batch["batch_id"], run_id=result.run_id)
+                outcome.applied = report.counts
+            except LockBusy as exc:  # the batch stays PENDING; the apply sensor retries it
+                outcome.apply_skipped = f"lock busy: {exc}"
             outcome.run_row, outcome.batch = _stored(engine, start, profile_id)
         return outcome
     finally:

@@ -225,6 +225,42 @@ def symbols_to_fetch(slices: pd.DataFrame, orders: pd.DataFrame, markets: pd.Dat
     return sorted(wanted & set(markets["symbol"]))
 
 
+def _fetch_account(client, account: str, window: Window, market_types: set[str], db_trade_history: pd.DataFrame,
+                   db_orders: pd.DataFrame, grace_minutes: float):
+    """Every exchange frame of the account, in the order that loses nothing (see the module docstring)."""
+    from recon_pipeline.exchange import fetch
+
+    now = fetch.fetch_server_time(client)
+    clock = snapshot_clock(window, now, db_trade_history, grace_minutes)
+    markets = fetch.fetch_markets_frame(client, account)
+    swap_symbols = sorted(markets.loc[markets["market_type"] == "swap", "symbol"])
+    positions = fetch.fetch_positions_frame(client, account, market_types, swap_symbols)
+    symbols = symbols_to_fetch(db_trade_history, db_orders, markets, positions)
+    listed = set(markets["symbol"])
+    open_db = db_orders[db_orders["status"].isin(["NEW", "OPEN", "PARTIALLY_FILLED"])
+                        & db_orders["exchange_order_id"].notna()]
+    lookup = {sym: grp["exchange_order_id"].tolist() for sym, grp in open_db.groupby("symbol") if sym in listed}
+    # Fills first: Binance lists orders by creation time, so an order created before the span but
+    # filled inside it is only found through its fills (fetch_orders looks those ids up).
+    fills = fetch.fetch_fills(client, account, symbols, clock.fills_since, clock.as_of)
+    orders = fetch.fetch_orders(client, account, symbols, clock.fills_since, clock.as_of,
+                                lookup_ids=lookup, fills=fills)
+    extra = sorted((set(orders["symbol"]) & listed) - set(symbols))
+    if extra:  # open orders on symbols the DB does not know: their fills are account activity too
+        extra_fills = fetch.fetch_fills(client, account, extra, clock.fills_since, clock.as_of)
+        extra_orders = fetch.fetch_orders(client, account, extra, clock.fills_since, clock.as_of, fills=extra_fills)
+        fills = schemas.conform(pd.concat([fills, extra_fills], ignore_index=True), schemas.EXCHANGE_FILLS)
+        orders = schemas.conform(pd.concat([orders, extra_orders], ignore_index=True)
+                                 .drop_duplicates(["symbol", "exchange_order_id"], keep="last"),
+                                 schemas.EXCHANGE_ORDERS)
+        symbols = sorted(set(symbols) | set(extra))
+    return now, clock, markets, positions, fills, orders, symbols
+
+
+class ExchangeWindowError(RuntimeError):
+    """An exchange snapshot failed; the message names the window and profile as well as the endpoint."""
+
+
 @multi_asset(
     outs={
         "exchange_fills": AssetOut(group_name=SNAPSHOTS, description=(
@@ -259,30 +295,13 @@ def exchange_snapshot(context: AssetExecutionContext, db_trade_history: pd.DataF
     account = db_profile_state.profile["account"]
     market_types = set(db_profile_state.profiles["market_type"])
     client = exchange.client(account)
-    now = fetch.fetch_server_time(client)
-    clock = snapshot_clock(window, now, db_trade_history, settings.backfill_grace_minutes)
-    markets = fetch.fetch_markets_frame(client, account)
-    swap_symbols = sorted(markets.loc[markets["market_type"] == "swap", "symbol"])
-    positions = fetch.fetch_positions_frame(client, account, market_types, swap_symbols)
-    symbols = symbols_to_fetch(db_trade_history, db_orders, markets, positions)
-    listed = set(markets["symbol"])
-    open_db = db_orders[db_orders["status"].isin(["NEW", "OPEN", "PARTIALLY_FILLED"])
-                        & db_orders["exchange_order_id"].notna()]
-    lookup = {sym: grp["exchange_order_id"].tolist() for sym, grp in open_db.groupby("symbol") if sym in listed}
-    # Fills first: Binance lists orders by creation time, so an order created before the span but
-    # filled inside it is only found through its fills (fetch_orders looks those ids up).
-    fills = fetch.fetch_fills(client, account, symbols, clock.fills_since, clock.as_of)
-    orders = fetch.fetch_orders(client, account, symbols, clock.fills_since, clock.as_of,
-                                lookup_ids=lookup, fills=fills)
-    extra = sorted((set(orders["symbol"]) & listed) - set(symbols))
-    if extra:  # open orders on symbols the DB does not know: their fills are account activity too
-        extra_fills = fetch.fetch_fills(client, account, extra, clock.fills_since, clock.as_of)
-        extra_orders = fetch.fetch_orders(client, account, extra, clock.fills_since, clock.as_of, fills=extra_fills)
-        fills = schemas.conform(pd.concat([fills, extra_fills], ignore_index=True), schemas.EXCHANGE_FILLS)
-        orders = schemas.conform(pd.concat([orders, extra_orders], ignore_index=True)
-                                 .drop_duplicates(["symbol", "exchange_order_id"], keep="last"),
-                                 schemas.EXCHANGE_ORDERS)
-        symbols = sorted(set(symbols) | set(extra))
+    try:
+        now, clock, markets, positions, fills, orders, symbols = _fetch_account(
+            client, account, window, market_types, db_trade_history, db_orders, settings.backfill_grace_minutes)
+    except fetch.ExchangeSnapshotError as exc:
+        raise ExchangeWindowError(
+            f"window [{window.start.isoformat()}, {window.end.isoformat()}) profile={window.profile_id}: {exc}"
+        ) from exc
     context.log.info(
         f"exchange snapshot account={account} now={now.isoformat()} live={clock.live} "
         f"symbols={len(symbols)} fills={len(fills)} orders={len(orders)} positions={len(positions)}")

@@ -45,10 +45,12 @@ _NOT_RETRYABLE = (ccxt.BadResponse, ccxt.CancelPending)
 _LIST_PATHS = {"myTrades", "userTrades", "allOrders", "openOrders", "positionRisk", "leverageBracket"}
 _DICT_KEYS = {"exchangeInfo": "symbols", "time": "serverTime", "order": "orderId", "account": None}
 _EITHER_PATHS = {"premiumIndex", "ticker/price"}  # one object with ?symbol=, a list without
+MAX_BACKOFF_S = 10.0  # longest pause between two attempts; a longer Retry-After fails the request
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """DDoSProtection (429/418), ExchangeNotAvailable (5xx), RequestTimeout, NetworkError, -1000."""
+    """DDoSProtection (429; a 418 IP ban is refused in ``fetch2``), ExchangeNotAvailable (5xx),
+    RequestTimeout, NetworkError, -1000."""
     return isinstance(exc, ccxt.OperationFailed) and not isinstance(exc, _NOT_RETRYABLE)
 
 
@@ -97,7 +99,8 @@ class StrictBinance(ccxt.binance):
     """``ccxt.binance`` that rejects untrustworthy bodies and retries transient failures, boundedly.
 
     ``max_retries`` extra attempts per request (each re-signed, so a long back-off cannot push a signed
-    request out of Binance's recvWindow), sleeping ``retry_backoff_s * 2**attempt`` (capped at 10 s).
+    request out of Binance's recvWindow), sleeping ``retry_backoff_s * 2**attempt`` (capped at 10 s), or
+    the 429's ``Retry-After`` when that is longer (above 10 s: no retry). A 418 (IP ban) is not retried.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, *, account: str = "?", max_retries: int = 3,
@@ -133,13 +136,37 @@ class StrictBinance(ccxt.binance):
                 _check_shape(self.id, path, params, response)
                 return response
             except Exception as exc:
-                if not is_retryable(exc) or attempt >= self.max_retries:
+                if not is_retryable(exc) or attempt >= self.max_retries or _is_ip_ban(self.id, exc):
                     raise
-                delay = min(10.0, self.retry_backoff_s * (2 ** attempt))
+                delay = min(MAX_BACKOFF_S, self.retry_backoff_s * (2 ** attempt))
+                if isinstance(exc, ccxt.DDoSProtection):
+                    wait = _retry_after(self.last_response_headers)
+                    if wait is not None and wait > MAX_BACKOFF_S:
+                        raise  # the exchange asks for a longer pause than one snapshot may wait: fail now
+                    delay = max(delay, wait or 0.0)
                 attempt += 1
                 log.warning("exchange account=%s %s %s: %s; retry %d/%d in %.2fs", self.recon_account, method, path,
                             type(exc).__name__, attempt, self.max_retries, delay)
                 time.sleep(delay)
+
+
+def _is_ip_ban(exchange_id: str, exc: BaseException) -> bool:
+    """HTTP 418: Binance has banned the IP for ignoring 429s. Asking again extends the ban (bans grow
+    from 2 minutes to 3 days for repeat offenders), so a 418 is never retried."""
+    return isinstance(exc, ccxt.DDoSProtection) and str(exc).startswith(f"{exchange_id} 418 ")
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds of the ``Retry-After`` header of the last answer (Binance sends it with 429/418)."""
+    if not isinstance(headers, Mapping):
+        return None
+    for key, value in headers.items():
+        if str(key).lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 def _check_shape(exchange_id: str, path: str, params: Mapping, response: Any) -> None:

@@ -196,7 +196,7 @@ FAULT_CASES = [
     ("http_502", "ExchangeNotAvailable", 3),
     ("http_500", "OperationFailed", 3),
     ("http_429", "DDoSProtection", 3),
-    ("http_418", "DDoSProtection", 3),
+    ("http_418", "DDoSProtection", 1),  # an IP ban is not retried (asking again extends it)
     ("timeout", "RequestTimeout", 3),
     ("reset", "NetworkError", 3),
 ]
