@@ -1,17 +1,19 @@
 """Run a Great Expectations suite against an in-memory DataFrame, offline and quietly.
 
 GE 1.x keeps a process-global context and imports in about 4 s, so it is imported lazily, on the
-first validation, and one ephemeral context is reused for the life of the process. Suites are plain
+first validation, and one ephemeral context is reused for the life of the process, as is each suite
+(asset, batch definition, suite and validation definition are built on a suite's first run). Suites are plain
 lists of expectation objects built by the callers; this module only runs them and turns the result
 into something a report can show: which expectation failed, how many rows, and examples.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -69,22 +71,46 @@ def _context():
         return _state
 
 
-def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], Sequence]) -> SuiteResult:
-    """Validate ``df`` with the expectations ``build(gx)`` returns (``gx`` is the imported module)."""
-    state = _context()
+def _fingerprint(expectations: Sequence) -> str:
+    return json.dumps([e.configuration.to_json_dict() for e in expectations], sort_keys=True, default=str)
+
+
+def _definition(state: dict, name: str, expectations: list):
+    """The validation definition of suite ``name``: built on first use, then reused (same expectations)."""
     gx, context, source = state["gx"], state["context"], state["source"]
-    with _lock:
+    cache = state.setdefault("definitions", {})
+    key = (name, _fingerprint(expectations))
+    if key not in cache:
         uid = uuid.uuid4().hex[:8]
         asset = source.add_dataframe_asset(f"{name}_{uid}")
         batch_def = asset.add_batch_definition_whole_dataframe(f"{name}_{uid}_batch")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_{uid}", expectations=list(build(gx))))
-        definition = gx.ValidationDefinition(name=f"{name}_{uid}_validation", data=batch_def, suite=suite)
-        try:
-            result = definition.run(batch_parameters={"dataframe": df},
-                                    result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
-        finally:
-            context.suites.delete(suite.name)
-            source.delete_asset(asset.name)
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_{uid}", expectations=expectations))
+        cache[key] = gx.ValidationDefinition(name=f"{name}_{uid}_validation", data=batch_def, suite=suite)
+    return cache[key]
+
+
+def _decode(value, decode: Mapping[str, Sequence], column: str | None):
+    """An example value with integer-coded columns turned back into the values they code."""
+    if isinstance(value, dict):
+        return {k: _decode(v, decode, k) for k, v in value.items()}
+    if column in decode:  # a null stays the null a string column shows (NaN)
+        return float("nan") if pd.isna(value) else decode[column][int(value)]
+    return value
+
+
+def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], Sequence],
+              decode: Mapping[str, Sequence] | None = None) -> SuiteResult:
+    """Validate ``df`` with the expectations ``build(gx)`` returns (``gx`` is the imported module).
+
+    The suite is built once per process and name (and rebuilt only if its expectations change).
+    ``decode`` maps a column given to GE as integer codes (cheap to hash and compare) to the values the
+    codes stand for, so failure examples show the real values.
+    """
+    state = _context()
+    with _lock:
+        definition = _definition(state, name, list(build(state["gx"])))
+        result = definition.run(batch_parameters={"dataframe": df},
+                                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
     outcomes = []
     for res in result.results:
         cfg = res.expectation_config
@@ -96,5 +122,6 @@ def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], Sequence]) 
         outcomes.append(ExpectationOutcome(
             expectation=cfg.type, column=cfg.kwargs.get("column") or ",".join(cfg.kwargs.get("column_list", []) or []),
             success=bool(res.success), unexpected_count=int(info.get("unexpected_count") or 0),
-            examples=list(info.get("partial_unexpected_list") or [])[:5], detail=detail))
+            examples=[_decode(v, decode or {}, cfg.kwargs.get("column"))
+                      for v in list(info.get("partial_unexpected_list") or [])[:5]], detail=detail))
     return SuiteResult(name, bool(result.success), outcomes)
