@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recon_pipeline.rules import client_order_id as coid
 
@@ -56,6 +58,28 @@ def strength_rank(strength: pd.Series) -> pd.Series:
     return strength.map(ranks).fillna(len(STRENGTH_ORDER) - 1).astype("int64")
 
 
+def isin_str(s: pd.Series, values: pd.Series) -> np.ndarray:
+    """``s.isin(values)`` for ``str`` columns through Arrow's hash set (pandas 3.1's ``str`` isin
+    walks the values in Python)."""
+    if s.dtype != "str" or values.dtype != "str":
+        return s.isin(values).to_numpy(bool)
+    value_set = pa.array(values.array).unique() if len(values) else pa.array([], type=pa.large_string())
+    arr = s.array.__arrow_array__() if isinstance(s.array, pd.arrays.ArrowStringArray) else pa.array(s.array)
+    out = pc.is_in(arr, value_set=value_set.cast(arr.type), skip_nulls=False)
+    return np.asarray(pc.fill_null(out, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def lookup_str(s: pd.Series, values: pd.Series) -> np.ndarray:
+    """Position in ``values`` (unique) of each element of ``s``, -1 when absent; a missing value
+    finds a missing value, as ``isin`` and ``map`` do. Arrow hash lookup for ``str`` columns."""
+    if s.dtype != "str" or values.dtype != "str":
+        return pd.Index(values).get_indexer(s)
+    arr = s.array.__arrow_array__() if isinstance(s.array, pd.arrays.ArrowStringArray) else pa.array(s.array)
+    vals = pa.array(values.array) if len(values) else pa.array([], type=pa.large_string())
+    out = pc.index_in(arr, value_set=vals.cast(arr.type), skip_nulls=False)
+    return np.asarray(pc.fill_null(out, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def _profile_tags(profiles: pd.DataFrame) -> pd.DataFrame:
     tags = profiles[["account", "sub_tag", "profile_id"]].dropna(subset=["account", "sub_tag"])
     return tags.drop_duplicates(["account", "sub_tag"], keep=False)
@@ -69,7 +93,10 @@ def _slice_keys(slices: pd.DataFrame) -> pd.DataFrame:
 
 def _attribute_keys(keys: pd.DataFrame, profiles: pd.DataFrame, db_orders: pd.DataFrame,
                     slices: pd.DataFrame) -> pd.DataFrame:
-    """Attribution columns for rows of (account, exchange_order_id, client_order_id), by position."""
+    """Attribution columns for rows of (account, exchange_order_id, client_order_id), by position.
+
+    Vectorised on ``str`` columns end to end (no object round trips): the choices below are
+    ``Series.where`` chains equivalent to a first-true-wins ``np.select``."""
     n = len(keys)
     k = keys[["account", "exchange_order_id", "client_order_id"]].reset_index(drop=True)
     parsed = coid.parse_series(k["client_order_id"])
@@ -94,6 +121,9 @@ def _attribute_keys(keys: pd.DataFrame, profiles: pd.DataFrame, db_orders: pd.Da
     base = base.merge(slice_owner, on="db_trade_id", how="left")
     assert len(base) == n
 
+    def s(col: str) -> pd.Series:
+        return base[col].astype("str")
+
     det = parsed["is_deterministic"].to_numpy(bool)
     has_tag = base["tag_profile"].notna().to_numpy(bool)
     has_db_trade = base["db_trade_id"].notna().to_numpy(bool)
@@ -105,40 +135,39 @@ def _attribute_keys(keys: pd.DataFrame, profiles: pd.DataFrame, db_orders: pd.Da
     unknown = unknown_det | unknown_hint
     is_tag = has_tag & ~is_coid & ~is_hint
 
-    strength = np.select([is_coid, is_hint, is_tag], ["client_order_id", "trade_id_hint", "sub_tag"], "none")
-    profile = np.select(
-        [is_coid | is_tag, is_hint, unknown_hint],
-        [base["tag_profile"].to_numpy(object), base["hint_profile"].to_numpy(object),
-         base["db_profile_id"].to_numpy(object)],
-        None)
-    trade = np.select([is_coid, is_hint],
-                      [base["coid_trade_id"].to_numpy(object), base["db_trade_id"].to_numpy(object)], None)
-    named = np.select([unknown_det, unknown_hint],
-                      [parsed["trade_key"].to_numpy(object), base["db_trade_id"].to_numpy(object)], None)
-    db_role = base["db_role"].map(_ROLE_FROM_DB)
-    parsed_role = parsed["role"].to_numpy(object)
-    role = np.where(det & has_tag, parsed_role, np.where(db_role.notna(), db_role.to_numpy(object), parsed_role))
-    role = np.where(is_hint, db_role.to_numpy(object), role)
+    strength = np.full(n, "none", dtype=object)
+    strength[is_tag] = "sub_tag"
+    strength[is_hint] = "trade_id_hint"
+    strength[is_coid] = "client_order_id"
+    profile = s("tag_profile").where(is_coid | is_tag, s("hint_profile").where(
+        is_hint, s("db_profile_id").where(unknown_hint)))
+    trade = s("coid_trade_id").where(is_coid, s("db_trade_id").where(is_hint))
+    named = parsed["trade_key"].where(unknown_det, s("db_trade_id").where(unknown_hint))
+    db_role = s("db_role").map(_ROLE_FROM_DB).astype("str")
+    parsed_role = parsed["role"]
+    role = parsed_role.where(det & has_tag, db_role.where(db_role.notna(), parsed_role))
+    role = db_role.where(is_hint, role)
 
     out = pd.DataFrame({
-        "tag_prefix": prefix.to_numpy(object),
-        "sub_tag": parsed["sub_tag"].to_numpy(object),
-        "trade_key": parsed["trade_key"].to_numpy(object),
-        "resend": parsed["resend"].to_numpy(),
+        "tag_prefix": prefix.array,
+        "sub_tag": parsed["sub_tag"].array,
+        "trade_key": parsed["trade_key"].array,
+        "resend": parsed["resend"].array,
         "is_deterministic": det,
-        "profile_id": profile,
-        "trade_id": trade,
-        "role": role,
-        "strength": strength,
+        "profile_id": profile.array,
+        "trade_id": trade.array,
+        "role": role.array,
+        "strength": pd.array(strength, dtype="str"),
         "unknown_trade": unknown,
-        "named_trade": named,
-        "db_order_id": base["db_order_id"].to_numpy(object),
+        "named_trade": named.array,
+        "db_order_id": s("db_order_id").array,
         "hint_conflict": is_coid & has_db_trade & (base["db_trade_id"] != base["coid_trade_id"]).fillna(False)
         .to_numpy(bool),
     })
     for col in ("tag_prefix", "sub_tag", "trade_key", "profile_id", "trade_id", "role", "strength",
                 "named_trade", "db_order_id"):
-        out[col] = pd.Series(out[col].to_numpy(object), dtype="object").where(out[col].notna()).astype("str")
+        if out[col].dtype != "str":
+            out[col] = out[col].astype("str")
     out["resend"] = out["resend"].astype("Int64")
     return out
 
@@ -151,16 +180,37 @@ def attribute_orders(exchange_orders: pd.DataFrame, profiles: pd.DataFrame, db_o
     return pd.concat([eo.drop(columns=[c for c in ATTRIBUTION_COLUMNS if c in eo.columns]), attr], axis=1)
 
 
+def _order_codes(f: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Codes of the distinct ``(account, exchange_order_id)`` keys of ``f`` (NA is a key like any
+    other, as in a merge) and those keys, one row per code, in order of first appearance."""
+    acc_codes, acc_uniq = pd.factorize(f["account"], use_na_sentinel=False)
+    eo_codes, eo_uniq = pd.factorize(f["exchange_order_id"], use_na_sentinel=False)
+    width = max(len(eo_uniq), 1)
+    codes, pairs = pd.factorize(acc_codes.astype("int64") * width + eo_codes)
+    keys = pd.DataFrame({
+        "account": pd.Series(acc_uniq.take(pairs // width), dtype=f["account"].dtype),
+        "exchange_order_id": pd.Series(eo_uniq.take(pairs % width), dtype=f["exchange_order_id"].dtype),
+    })
+    return codes, keys
+
+
 def attribute_fills(fills: pd.DataFrame, exchange_orders: pd.DataFrame, profiles: pd.DataFrame,
                     db_orders: pd.DataFrame, slices: pd.DataFrame) -> pd.DataFrame:
     """One row per fill (EXCHANGE_FILLS columns) plus its order's ``client_order_id``, ``order_qty``
     (the order's total qty, NaN when the order is unknown), ``order_side``, ``order_status`` and
     :data:`ATTRIBUTION_COLUMNS`. A fill whose order is missing from ``exchange_orders`` can still be
-    attributed by the DB hint."""
+    attributed by the DB hint.
+
+    Every column added depends only on the fill's ``(account, exchange_order_id)``: the distinct
+    keys are attributed once and the result is gathered back onto the fills by position."""
     eo = (exchange_orders[["account", "exchange_order_id", "client_order_id", "qty", "side", "status"]]
           .rename(columns={"qty": "order_qty", "side": "order_side", "status": "order_status"})
           .drop_duplicates(["account", "exchange_order_id"], keep="last"))
-    f = fills.reset_index(drop=True).merge(eo, on=["account", "exchange_order_id"], how="left",
-                                           validate="many_to_one")
-    attr = _attribute_keys(f, profiles, db_orders, slices)
-    return pd.concat([f, attr], axis=1)
+    f = fills.reset_index(drop=True)
+    codes, keys = _order_codes(f)
+    per_order = keys.merge(eo, on=["account", "exchange_order_id"], how="left")
+    assert len(per_order) == len(keys)
+    attr = _attribute_keys(per_order, profiles, db_orders, slices)
+    added = pd.concat([per_order.drop(columns=["account", "exchange_order_id"]), attr], axis=1)
+    added = added.take(codes).reset_index(drop=True)
+    return pd.concat([f, added], axis=1)

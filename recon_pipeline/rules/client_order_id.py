@@ -30,7 +30,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MAX_LEN = 36
 SUB_TAG_PATTERN = r"[a-z0-9]{2,8}"
@@ -82,9 +85,24 @@ def trade_key(trade_id: str) -> str:
 
 
 def trade_key_series(trade_ids: pd.Series) -> pd.Series:
-    """:func:`trade_key` of each id (NA stays NA). Hashing is per value by nature."""
-    keys = [trade_key(t) if isinstance(t, str) and t else None for t in trade_ids.tolist()]
-    return pd.Series(keys, index=trade_ids.index, dtype="str")
+    """:func:`trade_key` of each id (NA stays NA). Only ids that are not raw keys are hashed (per
+    value, by nature); raw keys are recognised vectorised."""
+    if trade_ids.dtype != "str":  # not the schema's dtype: the plain per-value path
+        keys = [trade_key(t) if isinstance(t, str) and t else None for t in trade_ids.tolist()]
+        return pd.Series(keys, index=trade_ids.index, dtype="str")
+    s = trade_ids
+    arr = _arrow(s)
+    raw = _np_bool(pc.match_substring_regex(arr, _RAW_KEY_RE.pattern))
+    valid = s.notna().to_numpy(bool) & (s != "").to_numpy(bool)
+    # Python's ``$`` also matches before a final newline (RE2's does not): decide those ids in Python
+    nl = _np_bool(pc.match_substring(arr, "\n"))
+    if nl.any():
+        raw[nl] = [bool(_RAW_KEY_RE.match(t)) for t in s[nl].tolist()]
+    out = s.where(valid).rename(None)
+    todo = valid & ~raw
+    if todo.any():
+        out[todo] = [_digest(t) for t in s[todo].tolist()]
+    return out
 
 
 def encode(sub_tag: str, role: str, trade_id: str, resend: int | None = None) -> str:
@@ -114,11 +132,51 @@ def parse(client_id: object) -> ParsedClientId | None:
                           int(resend) if resend is not None else None)
 
 
+def _as_str(s: pd.Series) -> pd.Series:
+    return s if s.dtype == "str" else s.astype("str")
+
+
+def _arrow(s: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """The Arrow array behind a ``str`` Series (zero copy for the pyarrow-backed default)."""
+    a = s.array
+    return a.__arrow_array__() if isinstance(a, pd.arrays.ArrowStringArray) else pa.array(a, type=pa.large_string())
+
+
+def _np_bool(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean Arrow result as numpy, null -> False."""
+    return np.asarray(pc.fill_null(a, False).to_numpy(zero_copy_only=False), dtype=bool).copy()
+
+
+def _str_series(a: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
+    return pd.Series(a, dtype="str", index=index)
+
+
+def _extract(s: pd.Series, pattern: str, names: tuple[str, ...]) -> dict[str, pd.Series]:
+    """``s.str.extract(pattern)`` (anchored with ``^``; named groups ``names``) through Arrow's RE2.
+
+    RE2 and Python agree on these patterns except for ``$`` before a final newline (Python matches
+    there, RE2 only at the very end): values containing a newline are extracted with Python's ``re``.
+    """
+    arr = _arrow(s)
+    res = pc.extract_regex(arr, pattern)
+    out = {name: _str_series(pc.struct_field(res, [i]), s.index) for i, name in enumerate(names)}
+    nl = _np_bool(pc.match_substring(arr, "\n"))
+    if nl.any():
+        rx = re.compile(pattern)
+        ms = [rx.search(v) for v in s[nl].tolist()]
+        for name in names:
+            out[name][nl] = [m.group(name) if m is not None else None for m in ms]
+    return out
+
+
+_PARSE_GROUPS = ("sub_tag", "role", "trade_key", "resend")
+
+
 def parse_series(client_ids: pd.Series) -> pd.DataFrame:
     """Vectorised :func:`parse`: columns sub_tag, role, trade_key (str, NA when not deterministic),
     resend (Int64, NA when absent) and is_deterministic (bool); same index as ``client_ids``."""
-    s = client_ids.astype("str")
-    parts = s.str.extract(CLIENT_ID_PATTERN)
+    s = _as_str(client_ids)
+    parts = _extract(s, CLIENT_ID_PATTERN, _PARSE_GROUPS)
     ok = parts["sub_tag"].notna() & (s.str.len() <= MAX_LEN).fillna(False).astype(bool)
     out = pd.DataFrame(index=s.index)
     for col in ("sub_tag", "role", "trade_key"):
@@ -134,4 +192,4 @@ def tag_prefix_series(client_ids: pd.Series) -> pd.Series:
     ``tag_prefix == sub_tag`` is the ``sub_tag`` attribution test: the id starts with the sub_tag
     *followed by* ``-``, so ``g12-...`` never matches ``g1`` (a bare ``startswith`` would).
     """
-    return client_ids.astype("str").str.extract(TAG_PREFIX_PATTERN)["tag_prefix"].astype("str")
+    return _extract(_as_str(client_ids), TAG_PREFIX_PATTERN, ("tag_prefix",))["tag_prefix"].rename("tag_prefix")

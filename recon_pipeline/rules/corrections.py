@@ -26,6 +26,15 @@ from recon_pipeline.schemas import CORRECTIONS, FINDINGS, PARITY_ACTIONS, confor
 
 
 def _jsonable(value: Any) -> Any:
+    t = type(value)  # fast paths by exact type; anything else takes the general chain below
+    if t is str or t is int or t is bool:
+        return value
+    if t is float:
+        return value if math.isfinite(value) else None
+    if t is dict:
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if t is list:
+        return [_jsonable(v) for v in value]
     if value is None:
         return None
     if isinstance(value, pd.Timestamp):

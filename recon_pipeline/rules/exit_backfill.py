@@ -60,7 +60,13 @@ import numpy as np
 import pandas as pd
 
 from recon_pipeline.rules import state_after
-from recon_pipeline.rules.attribution import STRENGTH_ORDER, attribute_fills, strength_rank
+from recon_pipeline.rules.attribution import (
+    STRENGTH_ORDER,
+    attribute_fills,
+    isin_str,
+    lookup_str,
+    strength_rank,
+)
 from recon_pipeline.rules.corrections import corrections_frame, findings_frame
 from recon_pipeline.schemas import CORRECTIONS, FINDINGS, empty
 from recon_pipeline.settings import ReconSettings
@@ -81,22 +87,43 @@ class ExitBackfillResult:
 
 
 def _exit_side(fill_side: pd.Series) -> pd.Series:
-    """The slice side a fill of this side would exit: sell -> long, buy -> short."""
-    return fill_side.map({"sell": "long", "buy": "short"}).astype("str")
+    """The slice side a fill of this side would exit: sell -> long, buy -> short (NA otherwise)."""
+    side = fill_side.astype("str")
+    return pd.Series("long", index=side.index, dtype="str").where(
+        (side == "sell").to_numpy(bool), pd.Series("short", index=side.index, dtype="str").where(
+            (side == "buy").to_numpy(bool)))
 
 
-def _by_order(f: pd.DataFrame) -> pd.DataFrame:
-    """One row per exchange order of the fills in ``f`` (deterministic order)."""
+class _OrderFills:
+    """The fill ids of each order of a :func:`_by_order` frame, joined only for the rows asked for
+    (the orders that become findings: a few % of them)."""
+
+    def __init__(self, fill_ids: pd.Series, group: np.ndarray) -> None:
+        self._fill_ids = fill_ids  # sorted by (exchange_order_id, fill_id)
+        self._group = group        # the order's row label in the _by_order frame, per fill
+
+    def joined(self, rows: pd.DataFrame) -> list[str]:
+        """``",".join`` of the fill ids of each order of ``rows`` (labels of the _by_order frame)."""
+        labels = rows.index.to_numpy()
+        hit = np.isin(self._group, labels)
+        lists: dict[int, list[str]] = {}
+        for g, fid in zip(self._group[hit].tolist(), self._fill_ids.to_numpy()[hit].tolist(), strict=True):
+            lists.setdefault(g, []).append(fid)
+        return [",".join(lists[g]) for g in labels.tolist()]
+
+
+def _by_order(f: pd.DataFrame) -> tuple[pd.DataFrame, _OrderFills]:
+    """One row per exchange order of the fills in ``f`` (deterministic order), and its fill ids."""
     f = f.assign(notional=f["qty"] * f["price"]).sort_values(["exchange_order_id", "fill_id"], kind="stable")
     g = f.groupby("exchange_order_id", dropna=False, sort=True)
     out = g.agg(symbol=("symbol", "first"), side=("side", "first"), exit_for=("exit_for", "first"),
                 qty=("qty", "sum"), notional=("notional", "sum"), order_qty=("order_qty", "first"),
                 client_order_id=("client_order_id", "first"), strength=("strength", "first"),
                 profile_id=("profile_id", "first"), named_trade=("named_trade", "first"),
-                role=("role", "first"), first_ts=("ts", "min"), last_ts=("ts", "max"), u=("u", "first"),
-                fill_ids=("fill_id", ",".join))  # rows are sorted by fill_id within the order
+                role=("role", "first"), first_ts=("ts", "min"), last_ts=("ts", "max"), u=("u", "first"))
     out["order_qty"] = out["order_qty"].fillna(out["qty"])
-    return out.reset_index()
+    # rows are sorted by fill_id within the order; group numbers follow the sorted keys (NA last)
+    return out.reset_index(), _OrderFills(f["fill_id"], g.ngroup().to_numpy())
 
 
 def _candidates(orders: pd.DataFrame, pool: pd.DataFrame, prefix: str, by_qty: bool = False) -> pd.DataFrame:
@@ -135,6 +162,22 @@ def _id_lists(orders: pd.DataFrame, pool: pd.DataFrame) -> pd.Series:
     return pd.Series([v if isinstance(v, list) else [] for v in m["ids"].tolist()], index=orders.index)
 
 
+def _lists_by_trade(rows: pd.DataFrame, cols: tuple[str, ...]) -> tuple[dict[str, list], ...]:
+    """Per trade id of ``rows`` (NA skipped), the values of each column in ``cols``, in row order."""
+    out: tuple[dict[str, list], ...] = tuple({} for _ in cols)
+    trades = rows["trade_id"].tolist()
+    for d, col in zip(out, cols, strict=True):
+        for t, v in zip(trades, rows[col].tolist(), strict=True):
+            if isinstance(t, str):
+                d.setdefault(t, []).append(v)
+    return out
+
+
+def _present(values: list) -> list:
+    """The values that are not missing (``Series.dropna`` of a ``str`` column)."""
+    return [v for v in values if isinstance(v, str)]
+
+
 def _fmt_ids(ids: list[str], k: int = 5) -> str:
     return ", ".join(ids[:k]) + (f" (+{len(ids) - k} more)" if len(ids) > k else "")
 
@@ -163,8 +206,10 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     f = fills.loc[(fills["account"] == account) & (fills["ts"] <= as_of)]
     att = attribute_fills(f, exchange_orders, profiles, db_orders, slices)
     att["exit_for"] = _exit_side(att["side"])
-    att["known_symbol"] = att["symbol"].isin(mk["symbol"]).to_numpy(bool)
-    att["u"] = att["symbol"].map(mk.set_index("symbol")["amount_precision"]).astype("float64")
+    mk_pos = lookup_str(att["symbol"], mk["symbol"])  # position of the fill's market in mk, -1 if none
+    att["known_symbol"] = mk_pos >= 0
+    att["u"] = np.where(mk_pos >= 0, mk["amount_precision"].to_numpy("float64")[np.maximum(mk_pos, 0)]
+                        if len(mk) else np.nan, np.nan)
     att["in_window"] = ((att["ts"] >= window_start) & (att["ts"] < window_end)).to_numpy(bool)
 
     mine = (att["profile_id"] == profile_id).fillna(False).to_numpy(bool)
@@ -176,8 +221,9 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     findings: list[dict] = []
     no_go: list[pd.DataFrame] = []
 
-    def order_findings(rows: pd.DataFrame, reason: str, detail, kind: str = "NO_GO",
+    def order_findings(rows: pd.DataFrame, fill_ids: _OrderFills, reason: str, detail, kind: str = "NO_GO",
                        trade_col: str | None = None, attribution: str | None = None) -> None:
+        rows = rows.assign(fill_ids=fill_ids.joined(rows))
         for r in rows.itertuples(index=False):
             findings.append({
                 "kind": kind, "reason": reason, "symbol": r.symbol,
@@ -190,8 +236,8 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     # --- fills that can never be evidence ------------------------------------------------------
     unk = att.loc[mine & unknown_trade]
     if len(unk):
-        uo = _by_order(unk)
-        order_findings(uo, "UNKNOWN_TRADE", lambda r: (
+        uo, uo_ids = _by_order(unk)
+        order_findings(uo, uo_ids, "UNKNOWN_TRADE", lambda r: (
             f"{r.side} fills of order {r.exchange_order_id} carry this profile's client id "
             f"{r.client_order_id} naming trade {r.named_trade}, which the DB does not have; "
             "never used as evidence for another slice."))
@@ -201,10 +247,13 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     live_rows = ~entry_role & ~unknown_trade & (mine | untied)
     bad_sym = att.loc[live_rows & ~known_symbol & (mine | att["in_window"].to_numpy(bool))]
     if len(bad_sym):
-        order_findings(_by_order(bad_sym), "UNKNOWN_SYMBOL", lambda r: (
+        order_findings(*_by_order(bad_sym), "UNKNOWN_SYMBOL", lambda r: (
             f"{r.side} fills of order {r.exchange_order_id} are on {r.symbol}, which is not in the "
             "exchange's markets; not reconciled."))
-    usable = att.loc[live_rows & known_symbol]
+    # only the columns the assignment and the evidence read (fewer columns to filter, sort and merge)
+    keep = list(dict.fromkeys([*fills.columns, "client_order_id", "order_qty", "strength", "profile_id",
+                               "trade_id", "role", "named_trade", "exit_for", "u"]))
+    usable = att.loc[live_rows & known_symbol, keep]
 
     # --- question 2: which slice ---------------------------------------------------------------
     is_mine = (usable["profile_id"] == profile_id).fillna(False)
@@ -217,7 +266,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     allow_h = settings.backfill_allow_heuristic
 
     if len(tagged):
-        to = _by_order(tagged)
+        to, to_ids = _by_order(tagged)
         to = pd.concat([to, _candidates(to, my_open, "mine"), _candidates(to, my_open, "q", by_qty=True)], axis=1)
         pick = np.select(
             [to["mine_n"] == 1, (to["mine_n"] >= 2) & allow_h & (to["q_n"] == 1)],
@@ -228,7 +277,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
         amb = to.loc[to["pick"].isna() & (to["mine_n"] >= 2)].copy()
         if len(amb):
             amb["candidates"] = _id_lists(amb, my_open)
-            order_findings(amb, "AMBIGUOUS", lambda r: (
+            order_findings(amb, to_ids, "AMBIGUOUS", lambda r: (
                 f"{r.side} fills of order {r.exchange_order_id} carry this profile's sub_tag but "
                 f"{len(r.candidates)} OPEN slices could be closed by them ({_fmt_ids(r.candidates)}); "
                 "left for operator review."))
@@ -238,7 +287,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
                               .rename(columns={"pick": "trade_id", "how": "assigned_strength"}))
 
     if len(free):
-        fo = _by_order(free)
+        fo, fo_ids = _by_order(free)
         fo = pd.concat([fo, _candidates(fo, my_open, "mine"), _candidates(fo, acct_open, "acct"),
                         _candidates(fo, acct_open, "q", by_qty=True)], axis=1)
         use = (not settings.backfill_require_strong) and allow_h
@@ -261,7 +310,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
         ambiguous = use & has_cand & (rest["acct_n"] >= 2)
         amb = rest.loc[ambiguous]
         if len(amb):
-            order_findings(amb, "AMBIGUOUS", lambda r: (
+            order_findings(amb, fo_ids, "AMBIGUOUS", lambda r: (
                 f"untied {r.side} fills of order {r.exchange_order_id} match {r.acct_n} OPEN slices on the "
                 f"account, {len(r.candidates)} of this profile ({_fmt_ids(r.candidates)}); no heuristic "
                 "picks one."), attribution="none")
@@ -271,14 +320,14 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
             noatt["one"] = np.where(noatt["mine_n"] == 1, noatt["mine_trade"], None)
             why = ("strong attribution is required" if settings.backfill_require_strong
                    else "heuristic matching is off")
-            order_findings(noatt, "NO_ATTRIBUTION", lambda r: (
+            order_findings(noatt, fo_ids, "NO_ATTRIBUTION", lambda r: (
                 f"untied {r.side} fills of order {r.exchange_order_id} could be the exit of "
                 f"{_fmt_ids(r.candidates)} but nothing ties them to this profile and {why}."),
                 attribution="none", trade_col="one")
         unatt = rest.loc[~has_cand]
         unatt = unatt.loc[(unatt["last_ts"] >= window_start) & (unatt["first_ts"] < window_end)]
         if len(unatt):
-            order_findings(unatt, "ACCOUNT_LEVEL", lambda r: (
+            order_findings(unatt, fo_ids, "ACCOUNT_LEVEL", lambda r: (
                 f"{r.side} fills of order {r.exchange_order_id} ({r.client_order_id}) on {r.symbol} are tied "
                 "to no profile of the account and were not used."), kind="UNATTRIBUTED", attribution="none")
 
@@ -294,12 +343,13 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
 
     def slice_findings(rows: pd.DataFrame, reason: str, detail) -> None:
         per = rows.sort_values(["trade_id", "fill_id"]).assign(notional=rows["qty"] * rows["price"])
+        per["rank"] = strength_rank(per["assigned_strength"])
         agg = per.groupby("trade_id").agg(
-            symbol=("symbol", "first"), qty=("qty", "sum"), notional=("notional", "sum"),
-            fill_ids=("fill_id", lambda s: ",".join(sorted(s))),
-            rank=("assigned_strength", lambda s: int(strength_rank(s).max())),
-            exchange_order_id=("exchange_order_id", lambda s: ",".join(sorted(set(s.dropna())))),
+            symbol=("symbol", "first"), qty=("qty", "sum"), notional=("notional", "sum"), rank=("rank", "max"),
         ).reset_index()
+        fids, eoids = _lists_by_trade(per, ("fill_id", "exchange_order_id"))
+        agg["fill_ids"] = [",".join(sorted(fids[t])) for t in agg["trade_id"].tolist()]
+        agg["exchange_order_id"] = [",".join(sorted(set(_present(eoids[t])))) for t in agg["trade_id"].tolist()]
         for r in agg.itertuples(index=False):
             findings.append({
                 "kind": "NO_GO", "reason": reason, "symbol": r.symbol, "trade_id": r.trade_id,
@@ -326,16 +376,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     ev["rank"] = strength_rank(ev["assigned_strength"])
     agg = ev.groupby("trade_id").agg(
         total=("qty", "sum"), notional=("notional", "sum"), last_ts=("ts", "max"), rank=("rank", "max"),
-        fill_ids=("fill_id", lambda s: sorted(s)),
-        eoids=("exchange_order_id", lambda s: sorted(set(s.dropna()))),
-        cids=("client_order_id", lambda s: sorted(set(s.dropna()))),
-        strengths=("assigned_strength", lambda s: sorted(set(s))),
     )
-    fees = (ev.dropna(subset=["fee_cost", "fee_currency"]).groupby(["trade_id", "fee_currency"])["fee_cost"]
-            .sum().reset_index())
-    fee_map: dict[str, dict[str, float]] = {}
-    for t, cur, cost in fees.itertuples(index=False):
-        fee_map.setdefault(t, {})[cur] = float(cost)
 
     j = my_sl.merge(agg, left_on="trade_id", right_index=True, how="left")
     j["has_ev"] = j["total"].notna()
@@ -352,6 +393,23 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     synthetic = (j["exit_source"] == "parity_synthetic").fillna(False).to_numpy(bool)
     late = live & (j["status"] == "CLOSED").to_numpy(bool) & j["has_ev"].to_numpy(bool) & (differs | synthetic)
     ahead = live & is_open & ~over & db_ahead
+
+    # id lists and fees only for the slices that become a correction or a finding
+    need = j.loc[(backfill | over | ahead | late) & j["has_ev"].to_numpy(bool), "trade_id"]
+    ev_need = ev.loc[isin_str(ev["trade_id"], need)]
+    fid_l, eoid_l, cid_l, str_l = _lists_by_trade(
+        ev_need, ("fill_id", "exchange_order_id", "client_order_id", "assigned_strength"))
+    lists = {t: (sorted(fid_l[t]), sorted(set(_present(eoid_l[t]))), sorted(set(_present(cid_l[t]))),
+                 sorted(set(str_l[t]))) for t in fid_l}
+    j["fill_ids"] = [lists[t][0] if t in lists else np.nan for t in j["trade_id"].tolist()]
+    j["eoids"] = [lists[t][1] if t in lists else np.nan for t in j["trade_id"].tolist()]
+    j["cids"] = [lists[t][2] if t in lists else np.nan for t in j["trade_id"].tolist()]
+    j["strengths"] = [lists[t][3] if t in lists else np.nan for t in j["trade_id"].tolist()]
+    fees = (ev_need.dropna(subset=["fee_cost", "fee_currency"]).groupby(["trade_id", "fee_currency"])["fee_cost"]
+            .sum().reset_index())
+    fee_map: dict[str, dict[str, float]] = {}
+    for t, cur, cost in fees.itertuples(index=False):
+        fee_map.setdefault(t, {})[cur] = float(cost)
 
     corr_rows: list[dict] = []
     for r in j.loc[backfill].assign(closes=closes[backfill]).itertuples(index=False):

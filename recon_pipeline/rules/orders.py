@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recon_pipeline.rules.attribution import attribute_orders
+from recon_pipeline.rules.attribution import attribute_orders, isin_str
 from recon_pipeline.rules.corrections import corrections_frame, findings_frame
 from recon_pipeline.schemas import CORRECTIONS, FINDINGS, empty
 from recon_pipeline.settings import ReconSettings
@@ -62,7 +62,17 @@ def _settled(created: pd.Series, updated: pd.Series, cutoff: pd.Timestamp) -> pd
     return ~recent.astype(bool)
 
 
+def _candidates(ex: pd.DataFrame, col: str, wanted: pd.Series) -> pd.DataFrame:
+    """The rows of ``ex`` whose ``col`` is one of ``wanted`` (the only rows a merge on it can match:
+    sorting and de-duplicating them alone gives the same winners). All of ``ex`` when none is."""
+    hit = ex.loc[isin_str(ex[col], wanted.dropna())]
+    return hit if len(hit) else ex
+
+
 def _match(db_open: pd.DataFrame, exchange_orders: pd.DataFrame) -> pd.DataFrame:
+    exchange_orders_all = exchange_orders
+    exchange_orders = _candidates(exchange_orders, "exchange_order_id", db_open["exchange_order_id"]) \
+        if len(db_open) else exchange_orders
     ex = exchange_orders.rename(columns={c: f"ex_{c}" for c in exchange_orders.columns
                                          if c not in ("account",)})
     ex = ex.assign(_open_rank=(ex["ex_status"] != "open").astype(int))
@@ -70,16 +80,20 @@ def _match(db_open: pd.DataFrame, exchange_orders: pd.DataFrame) -> pd.DataFrame
              .sort_values(["_open_rank", "ex_updated_ts"], ascending=[True, False], kind="stable")
              .drop_duplicates(["account", "ex_exchange_order_id"]))
     m1 = db_open.merge(by_id, left_on=["account", "exchange_order_id"],
-                       right_on=["account", "ex_exchange_order_id"], how="left", validate="many_to_one")
+                       right_on=["account", "ex_exchange_order_id"], how="left")  # right side unique
     m1["matched_on"] = np.where(m1["ex_exchange_order_id"].notna(), "exchange_order_id", None)
     missing = m1["matched_on"].isna()
     if missing.any():
+        cands = _candidates(exchange_orders_all, "client_order_id",
+                            db_open.loc[missing.to_numpy(), "client_order_id"])
+        ex = cands.rename(columns={c: f"ex_{c}" for c in cands.columns if c not in ("account",)})
+        ex = ex.assign(_open_rank=(ex["ex_status"] != "open").astype(int))
         by_cid = (ex.dropna(subset=["ex_client_order_id"])
                   .sort_values(["_open_rank", "ex_updated_ts"], ascending=[True, False], kind="stable")
                   .drop_duplicates(["account", "ex_client_order_id"]))
         m2 = db_open.loc[missing.to_numpy()].merge(
             by_cid, left_on=["account", "client_order_id"], right_on=["account", "ex_client_order_id"],
-            how="left", validate="many_to_one")
+            how="left")  # right side unique (drop_duplicates on the merge keys)
         m2["matched_on"] = np.where(m2["ex_exchange_order_id"].notna(), "client_order_id", None)
         m1 = pd.concat([m1.loc[~missing.to_numpy()], m2], ignore_index=True)
     return m1.drop(columns=["_open_rank"]).sort_values("order_id", kind="stable").reset_index(drop=True)
@@ -160,8 +174,8 @@ def reconcile_orders(db_orders: pd.DataFrame, exchange_orders: pd.DataFrame, pro
     ex_open = ex.loc[(ex["status"] == "open") & _settled(ex["created_ts"], ex["updated_ts"], cutoff)]
     known_ids = db_acct["exchange_order_id"].dropna()
     known_cids = db_acct["client_order_id"].dropna()
-    unknown = ex_open.loc[~ex_open["exchange_order_id"].isin(known_ids)
-                          & ~ex_open["client_order_id"].isin(known_cids).fillna(False)]
+    unknown = ex_open.loc[~isin_str(ex_open["exchange_order_id"], known_ids)
+                          & ~isin_str(ex_open["client_order_id"], known_cids)]
     if len(unknown):
         att = attribute_orders(unknown, profiles, db_orders, slices)
         mine = (att["profile_id"] == profile_id).fillna(False)

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recon_pipeline.rules.attribution import isin_str
 from recon_pipeline.rules.corrections import corrections_frame, findings_frame
 from recon_pipeline.schemas import CORRECTIONS, FINDINGS, PARITY_STREAKS, conform, empty
 from recon_pipeline.settings import ReconSettings
@@ -206,7 +207,9 @@ def evaluate_parity(
     parsed_swap = sl["symbol"].str.contains(":", regex=False).fillna(False)
     sl["market_type"] = sl["market_type"].fillna(pd.Series(np.where(parsed_swap, "swap", "spot"),
                                                            index=sl.index, dtype="str"))
-    sl["base"] = sl["base"].fillna(sl["symbol"].str.split("/").str[0])
+    no_base = sl["base"].isna().to_numpy(bool)
+    if no_base.any():  # split only the symbols with no market row
+        sl.loc[no_base, "base"] = sl.loc[no_base, "symbol"].str.split("/").str[0]
     sl["remaining"] = sl["entry_qty"] - sl["exit_qty"].fillna(0.0)
     sl["dust"] = sl["remaining"].abs() < sl["amount_precision"].clip(lower=_MIN_PREC) * (1 - REL_EPS)
     is_spot = sl["market_type"] == "spot"
@@ -333,7 +336,8 @@ def evaluate_parity(
 
     # --- corrections -----------------------------------------------------------------------------
     acting = mine.loc[mine["act"]].sort_values("trade_id")
-    quarantine = acting["trade_id"].isin(no_go) | (settings.parity_require_subtag & ~acting["attributed"])
+    quarantine = pd.Series(isin_str(acting["trade_id"], pd.Series(sorted(no_go), dtype="str")),
+                           index=acting.index) | (settings.parity_require_subtag & ~acting["attributed"])
     rows: list[dict[str, Any]] = []
     for rec, q_flag in zip(acting.to_dict("records"), quarantine.tolist(), strict=True):
         rows.append(_action_row(rec, bool(q_flag), no_go, settings, now, n_conf))

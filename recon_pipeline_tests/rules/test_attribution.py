@@ -91,3 +91,41 @@ def test_attribute_orders():
     out = A.attribute_orders(eo, PROFILES, F.db_orders([]), SLICES)
     assert out["strength"].tolist() == ["client_order_id", "none"]
     assert len(out) == 2
+
+
+def test_per_order_attribution_maps_back_to_every_fill_in_order():
+    # fills of three orders interleaved, one with no order row, one with no exchange order id at all
+    eo = F.exchange_orders([{"exchange_order_id": "o1", "client_order_id": C.encode("g1", "x", "t1"), "qty": 3.0},
+                            {"exchange_order_id": "o2", "client_order_id": "g2-manual", "qty": 5.0}])
+    fi = F.fills([{"exchange_order_id": "o2"}, {"exchange_order_id": "o1"}, {"exchange_order_id": "o9"},
+                  {"exchange_order_id": "o1"}, {"exchange_order_id": None}, {"exchange_order_id": "o2"}])
+    dbo = F.db_orders([{"exchange_order_id": "o9", "trade_id": "t2", "profile_id": "p2", "role": "EXIT"}])
+    out = A.attribute_fills(fi, eo, PROFILES, dbo, SLICES)
+    assert out["fill_id"].tolist() == fi["fill_id"].tolist()
+    assert out["strength"].tolist() == ["sub_tag", "client_order_id", "trade_id_hint", "client_order_id", "none",
+                                        "sub_tag"]
+    assert [None if pd.isna(v) else v for v in out["trade_id"]] == [None, "t1", "t2", "t1", None, None]
+    assert [None if pd.isna(v) else v for v in out["profile_id"]] == ["p2", "p1", "p2", "p1", None, "p2"]
+    assert out["order_qty"].fillna(-1.0).tolist() == [5.0, 3.0, -1.0, 3.0, -1.0, 5.0]
+    # same answer as attributing each fill's order on its own
+    for i in range(len(fi)):
+        one = A.attribute_fills(fi.iloc[[i]], eo, PROFILES, dbo, SLICES)
+        pd.testing.assert_frame_equal(one, out.iloc[[i]].reset_index(drop=True))
+
+
+def test_attribution_columns_are_str_dtype():
+    eo = F.exchange_orders([{"exchange_order_id": "o1", "client_order_id": "g1-x-t1"}])
+    out = A.attribute_fills(F.fills([{}]), eo, PROFILES, F.db_orders([]), SLICES)
+    for col in ("tag_prefix", "sub_tag", "trade_key", "profile_id", "trade_id", "role", "strength", "named_trade",
+                "db_order_id"):
+        assert out[col].dtype == "str", col
+    assert out["resend"].dtype == "Int64" and out["unknown_trade"].dtype == bool
+
+
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_isin_and_lookup_str_match_pandas(dtype):
+    s = pd.Series(["a", None, "b", "c", "a"], dtype=dtype)
+    for values in (["a", "c"], ["b", None], [], [None]):
+        v = pd.Series(values, dtype=dtype)
+        assert A.isin_str(s, v).tolist() == s.isin(v).tolist()
+        assert A.lookup_str(s, v).tolist() == pd.Index(v).get_indexer(s).tolist()

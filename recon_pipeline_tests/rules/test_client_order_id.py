@@ -131,3 +131,42 @@ def test_round_trip_property(sub_tag, role, trade_id, resend):
     cid = C.encode(sub_tag, role, trade_id, resend)
     assert len(cid) <= 36 and ALLOWED.match(cid)
     assert C.parse(cid) == C.ParsedClientId(sub_tag, role, C.trade_key(trade_id), resend)
+
+
+# ---- the vectorised (Arrow/RE2) series functions agree with the scalar definitions --------------
+
+_EDGE_IDS = [None, "", "g1-x-t1", "g1-x-t1\n", "g1-x-t1-3", "g1-x-t1-0", "g1-x-t1-1000", "g1-x-" + "a" * 21,
+             "g1-x-" + "a" * 22, "\ng1-x-t1", "g1-x-t1\n\n", "-", "a-", "-a", "é-x-t1", "g1-é-t1", "x" * 20,
+             "x" * 21, "x" * 20 + "\n", "ab\ncd-x", "G1-x-t1", "g123456789-x-t1", "g1-x-t1-3-4"]
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(_EDGE_IDS), st.text(alphabet="ab1gx-e_Zé\n", max_size=40)),
+                max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_series_functions_match_scalar_definitions(values):
+    s = pd.Series(values, dtype="str", index=[3 * i for i in range(len(values))])
+    parsed = C.parse_series(s)
+    prefix = C.tag_prefix_series(s)
+    keys = C.trade_key_series(s)
+    for i, v in zip(s.index, values, strict=True):
+        p = C.parse(v)
+        if p is None:
+            assert not parsed.loc[i, "is_deterministic"] and pd.isna(parsed.loc[i, "trade_key"])
+        else:
+            row = parsed.loc[i]
+            assert (row["sub_tag"], row["role"], row["trade_key"]) == (p.sub_tag, p.role, p.trade_key)
+            assert (None if pd.isna(row["resend"]) else int(row["resend"])) == p.resend
+        m = re.match(C.TAG_PREFIX_PATTERN, v) if isinstance(v, str) else None
+        assert (None if pd.isna(prefix.loc[i]) else prefix.loc[i]) == (m.group(1) if m else None)
+        expected_key = C.trade_key(v) if isinstance(v, str) and v else None
+        assert (None if pd.isna(keys.loc[i]) else keys.loc[i]) == expected_key
+    assert list(parsed.index) == list(s.index) and list(keys.index) == list(s.index)
+    assert keys.dtype == "str" and prefix.dtype == "str"
+
+
+def test_trade_key_series_hashes_only_long_ids_and_accepts_object_dtype():
+    ids = ["t1", "trade-with-dashes", "x" * 21, None, ""]
+    expected = [C.trade_key("t1"), C.trade_key("trade-with-dashes"), C.trade_key("x" * 21), None, None]
+    for s in (pd.Series(ids, dtype="str"), pd.Series(ids, dtype=object)):
+        got = C.trade_key_series(s)
+        assert [None if pd.isna(v) else v for v in got.tolist()] == expected and got.dtype == "str"

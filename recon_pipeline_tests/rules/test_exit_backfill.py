@@ -278,3 +278,36 @@ def test_window_and_profile_stamped():
     assert res.findings.loc[0, "notional_usd"] == 100.0 and res.findings.loc[0, "account"] == "acct"
     assert res.evidence["fill_id"].tolist() == ["f1"] and res.evidence["assigned_strength"].tolist() == [
         "client_order_id"]
+
+
+def test_evidence_lists_sorted_and_deduplicated():
+    # two exit orders of t1 (one with two fills): fill ids sorted, order and client ids once each
+    x1b = C.encode("g1", "x", "t1", 1)
+    res = run([{"trade_id": "t1", "entry_qty": 1.0}],
+              [{"fill_id": "f3", "exchange_order_id": "o2", "qty": 0.25, "price": 110.0, "ts": F.at(20)},
+               {"fill_id": "f1", "exchange_order_id": "o1", "qty": 0.25, "price": 100.0, "ts": F.at(10)},
+               {"fill_id": "f2", "exchange_order_id": "o1", "qty": 0.5, "price": 100.0, "ts": F.at(15)}],
+              [order("o1", X1), order("o2", x1b)])
+    ev = json.loads(res.corrections.iloc[0]["evidence"])
+    assert ev["fill_ids"] == ["f1", "f2", "f3"] and ev["exchange_order_ids"] == ["o1", "o2"]
+    assert ev["client_order_ids"] == sorted([X1, x1b]) and ev["strengths"] == ["client_order_id"]
+    assert new_state(res)["exit_qty"] == 1.0 and new_state(res)["exit_price"] == pytest.approx(102.5)
+    f = res.findings.iloc[0]
+    assert f["fill_ids"] == "f1,f2,f3" and f["exchange_order_id"] == "o1,o2"
+
+
+def test_stale_finding_lists_each_order_once():
+    res = run([{"trade_id": "t1", "entry_time": F.at(30)}],
+              [{"fill_id": "f2", "ts": F.at(10)}, {"fill_id": "f1", "ts": F.at(11)}], [order("o1", X1)])
+    f = res.findings.loc[res.findings["reason"] == "STALE_FILL"].iloc[0]
+    assert f["fill_ids"] == "f1,f2" and f["exchange_order_id"] == "o1"
+
+
+def test_order_findings_join_fill_ids_per_order():
+    # untied fills of two orders, one with two fills: each NO_ATTRIBUTION finding lists its own fills
+    res = run([{"trade_id": "t1"}],
+              [{"fill_id": "f9", "exchange_order_id": "o2"}, {"fill_id": "f2", "exchange_order_id": "o1"},
+               {"fill_id": "f1", "exchange_order_id": "o1"}],
+              [order("o1", None), order("o2", "foreign-1")])
+    got = dict(zip(res.findings["exchange_order_id"], res.findings["fill_ids"], strict=True))
+    assert got == {"o1": "f1,f2", "o2": "f9"}
