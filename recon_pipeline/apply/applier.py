@@ -21,14 +21,17 @@ PENDING for the retry.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from recon_pipeline.apply import lock
+from recon_pipeline.db import copy as pgcopy
 from recon_pipeline.db.read import ts_param
 from recon_pipeline.db.recon_store import utcnow
 
@@ -108,34 +111,57 @@ def _load_pending(conn: Connection, batch_id: str) -> pd.DataFrame:
     result = conn.execute(sa.text(
         "SELECT correction_id, action, target_table, target_id, expected_state, new_state FROM recon_corrections"
         " WHERE batch_id = :b AND status = 'PENDING' ORDER BY correction_id"), {"b": batch_id})
-    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    if frame.empty:
+    keys = list(result.keys())
+    rows = result.fetchall()
+    if not rows:
         return pd.DataFrame(columns=["correction_id", "action", "target_table", "target_id",
                                      "expected_state", "new_state"])
-    frame["expected"] = [json.loads(v) for v in frame["expected_state"]]
-    frame["new"] = [json.loads(v) for v in frame["new_state"]]
+    # column-wise from plain tuples (a frame built from Row objects probes each row: slow at 1e5 rows)
+    columns = dict(zip(keys, (list(col) for col in zip(*rows, strict=True)), strict=True))
+    frame = pd.DataFrame(columns)
+    # expected states repeat (most are "OPEN, nothing exited"): parse each distinct document once. The
+    # parsed dicts are only read, never modified, so sharing them between rows is safe.
+    parsed: dict[str, dict] = {}
+    frame["expected"] = [parsed[v] if v in parsed else parsed.setdefault(v, json.loads(v))
+                         for v in columns["expected_state"]]
+    frame["new"] = [json.loads(v) for v in columns["new_state"]]
     return frame
 
 
 def _applied_elsewhere(conn: Connection, ids: list[str]) -> set[str]:
     if not ids:
         return set()
+    if conn.dialect.name == "postgresql":
+        # one array parameter instead of len(ids) expanded ones
+        stmt = sa.text("SELECT correction_id FROM recon_corrections WHERE status = 'APPLIED'"
+                       " AND correction_id = ANY(CAST(:ids AS text[]))")
+        return {r[0] for r in conn.execute(stmt, {"ids": ids})}
     stmt = sa.text("SELECT correction_id FROM recon_corrections WHERE status = 'APPLIED' AND correction_id IN :ids")
     stmt = stmt.bindparams(sa.bindparam("ids", expanding=True))
     return {r[0] for r in conn.execute(stmt, {"ids": ids})}
 
 
 def _record(outcomes, rows: pd.DataFrame, applied_targets: set[str], stale_reason: str) -> None:
-    for cid, target in zip(rows["correction_id"], rows["target_id"], strict=True):
+    for cid, target in zip(rows["correction_id"].tolist(), rows["target_id"].tolist(), strict=True):
         outcomes[cid] = ("APPLIED", "applied") if target in applied_targets else ("STALE", stale_reason)
 
 
-def _stage(conn: Connection, name: str, columns: dict[str, str], rows: list[dict]) -> None:
-    """A temporary table holding this step's corrections; dropped by the caller's next _stage or commit."""
+def _stage(conn: Connection, name: str, columns: dict[str, str], data: dict[str, list]) -> None:
+    """A temporary table holding this step's corrections; dropped by the caller's next _stage or commit.
+
+    ``data`` holds one list per column. Postgres: the rows are streamed in with ``COPY ... FROM STDIN``
+    (one round trip, the values in the data stream); SQLite and small stages: the portable
+    ``executemany`` INSERT.
+    """
     conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
     cols = ", ".join(f"{c} {t}" for c, t in columns.items())
     suffix = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
     conn.execute(sa.text(f"CREATE TEMPORARY TABLE {name} ({cols}){suffix}"))
+    n_rows = len(next(iter(data.values())))
+    if pgcopy.use_copy(conn, n_rows):
+        pgcopy.copy_in_columns(conn, name, list(columns), [data[c] for c in columns])
+        return
+    rows = [dict(zip(columns, values, strict=True)) for values in zip(*(data[c] for c in columns), strict=True)]
     conn.execute(sa.text(f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"),
                  rows)
 
@@ -144,20 +170,38 @@ def _num(value):
     return None if value is None else float(value)
 
 
+# The ISO 8601 forms the rules write (Timestamp.isoformat()); datetime.fromisoformat reads them exactly
+# as pd.Timestamp does, at a fraction of the cost. Anything else goes through ts_param.
+_ISO_TS = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})?")
+
+
+def _ts_value(conn: Connection, value):
+    """``ts_param`` of a JSON time value, None when it is missing or empty."""
+    if not value:
+        return None
+    if type(value) is str and conn.dialect.name == "postgresql" and _ISO_TS.fullmatch(value):
+        stamp = datetime.fromisoformat(value)
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    return ts_param(conn, value)
+
+
 def _apply_slice_updates(conn: Connection, rows: pd.DataFrame, action: str, now) -> set[str]:
-    staged = []
-    for target, exp, new in zip(rows["target_id"], rows["expected"], rows["new"], strict=True):
-        staged.append({
-            "target_id": target, "exp_status": exp.get("status"), "exp_exit_qty": _num(exp.get("exit_qty")),
-            "new_status": new.get("status"), "new_exit_qty": _num(new.get("exit_qty")),
-            "new_exit_price": _num(new.get("exit_price")),
-            "new_exit_time": ts_param(conn, new.get("exit_time")) if new.get("exit_time") else None,
-            "new_exit_source": new.get("exit_source") or EXIT_SOURCE.get(action),
-        })
+    exp = rows["expected"].tolist()
+    new = rows["new"].tolist()
+    default_source = EXIT_SOURCE.get(action)
     _stage(conn, "recon_stage_slices", {
         "target_id": "text", "exp_status": "text", "exp_exit_qty": "numeric", "new_status": "text",
         "new_exit_qty": "numeric", "new_exit_price": "numeric", "new_exit_time": "timestamptz",
-        "new_exit_source": "text"}, staged)
+        "new_exit_source": "text"}, {
+        "target_id": rows["target_id"].tolist(),
+        "exp_status": [e.get("status") for e in exp],
+        "exp_exit_qty": [_num(e.get("exit_qty")) for e in exp],
+        "new_status": [n.get("status") for n in new],
+        "new_exit_qty": [_num(n.get("exit_qty")) for n in new],
+        "new_exit_price": [_num(n.get("exit_price")) for n in new],
+        "new_exit_time": [_ts_value(conn, n.get("exit_time")) for n in new],
+        "new_exit_source": [n.get("exit_source") or default_source for n in new],
+    })
     result = conn.execute(sa.text(
         "UPDATE trade_history SET"
         " status = COALESCE(s.new_status, trade_history.status),"
@@ -174,16 +218,18 @@ def _apply_slice_updates(conn: Connection, rows: pd.DataFrame, action: str, now)
 
 
 def _apply_order_updates(conn: Connection, rows: pd.DataFrame, now) -> set[str]:
-    staged = []
-    for target, exp, new in zip(rows["target_id"], rows["expected"], rows["new"], strict=True):
-        staged.append({
-            "target_id": target, "exp_status": exp.get("status"), "exp_filled_qty": _num(exp.get("filled_qty")),
-            "new_status": new.get("status"), "new_filled_qty": _num(new.get("filled_qty")),
-            "new_avg_fill_price": _num(new.get("avg_fill_price")),
-        })
+    exp = rows["expected"].tolist()
+    new = rows["new"].tolist()
     _stage(conn, "recon_stage_orders", {
         "target_id": "text", "exp_status": "text", "exp_filled_qty": "numeric", "new_status": "text",
-        "new_filled_qty": "numeric", "new_avg_fill_price": "numeric"}, staged)
+        "new_filled_qty": "numeric", "new_avg_fill_price": "numeric"}, {
+        "target_id": rows["target_id"].tolist(),
+        "exp_status": [e.get("status") for e in exp],
+        "exp_filled_qty": [_num(e.get("filled_qty")) for e in exp],
+        "new_status": [n.get("status") for n in new],
+        "new_filled_qty": [_num(n.get("filled_qty")) for n in new],
+        "new_avg_fill_price": [_num(n.get("avg_fill_price")) for n in new],
+    })
     result = conn.execute(sa.text(
         "UPDATE orders SET"
         " status = COALESCE(s.new_status, orders.status),"
@@ -275,6 +321,19 @@ def _write_outcomes(conn: Connection, batch_id: str, outcomes: dict, now) -> Non
     if not outcomes:
         return
     at = ts_param(conn, now)
+    if pgcopy.use_copy(conn, len(outcomes)):
+        # Postgres: stage (correction_id, status, outcome) with COPY, then ONE set-based UPDATE; the
+        # same rows get the same values as the per-row statements below.
+        _stage(conn, "recon_stage_outcomes", {"correction_id": "text", "status": "text", "outcome": "text"},
+               {"correction_id": list(outcomes), "status": [status for status, _ in outcomes.values()],
+                "outcome": [reason for _, reason in outcomes.values()]})
+        conn.execute(sa.text(
+            "UPDATE recon_corrections SET status = o.status, outcome = o.outcome,"
+            " applied_at = CASE WHEN o.status = 'APPLIED' THEN CAST(:t AS timestamptz) END"
+            " FROM recon_stage_outcomes o"
+            " WHERE recon_corrections.batch_id = :b AND recon_corrections.correction_id = o.correction_id"),
+            {"t": at, "b": batch_id})
+        return
     conn.execute(sa.text(
         "UPDATE recon_corrections SET status = :s, outcome = :o, applied_at = :t"
         " WHERE batch_id = :b AND correction_id = :c"),

@@ -14,6 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from recon_pipeline.db import copy as pgcopy
 from recon_pipeline.db.read import ts_param
 from recon_pipeline.db.recon_store import records, utcnow
 
@@ -64,6 +65,9 @@ def store_batch(conn: Connection, *, window_start, profile_id: str, run_id: str 
             row["batch_id"] = batch_id
             row["status"] = status if status in ("BLOCKED", "DRY_RUN") else ("DRY_RUN" if row_dry else "PENDING")
         cols = ("batch_id", *CORRECTION_COLUMNS, "status")
-        conn.execute(sa.text(f"INSERT INTO recon_corrections ({', '.join(cols)}) "
-                             f"VALUES ({', '.join(':' + c for c in cols)})"), rows)
+        if pgcopy.use_copy(conn, len(rows)):  # Postgres: one COPY, the values in the data stream
+            pgcopy.copy_in_dicts(conn, "recon_corrections", cols, rows)
+        else:
+            conn.execute(sa.text(f"INSERT INTO recon_corrections ({', '.join(cols)}) "
+                                 f"VALUES ({', '.join(':' + c for c in cols)})"), rows)
     return {"batch_id": batch_id, "status": status, "n_corrections": len(corrections), "created": True}

@@ -3,6 +3,11 @@
 Every query binds its parameters; nothing is formatted into SQL text. Times are bound through
 :func:`ts_param`, which gives Postgres a real ``timestamptz`` and SQLite the one text format the
 pipeline also writes, so SQLite's text comparison orders them correctly.
+
+The two large reads (``trade_history``, ``orders``) go through ``COPY (SELECT ...) TO STDOUT`` and
+pyarrow's CSV reader on Postgres (:mod:`recon_pipeline.db.copy`: the parameters are bound into
+transaction-local settings first, since COPY takes no bind parameters); SQLite, and the small reads,
+use the portable ``SELECT``. Both give the same conformed frame.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from recon_pipeline import schemas
+from recon_pipeline.db import copy as pgcopy
 
 SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
 
@@ -39,6 +45,13 @@ def _read(conn: Connection, sql: str, params: dict, schema, name: str,
     if frame.empty:
         return schemas.empty(schema)
     return schemas.conform(frame, schema, name=name)
+
+
+def _read_bulk(conn: Connection, sql: str, params: dict, types: dict[str, str], schema, name: str) -> pd.DataFrame:
+    """A large read: COPY + pyarrow on Postgres, the portable SELECT elsewhere."""
+    if pgcopy.can_bind_params(conn):
+        return pgcopy.copy_out_frame(conn, sql, params, types, schema, name)
+    return _read(conn, sql, params, schema, name)
 
 
 def read_profiles(conn: Connection, account: str | None = None) -> pd.DataFrame:
@@ -80,7 +93,8 @@ def read_trade_history(conn: Connection, account: str, window_start, window_end,
          ORDER BY t.trade_id"""
     params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end),
               "since": ts_param(conn, since)}
-    return _read(conn, sql, params, schemas.TRADE_HISTORY, "db_trade_history")
+    types = {"account": "text", "start": "timestamptz", "end": "timestamptz", "since": "timestamptz"}
+    return _read_bulk(conn, sql, params, types, schemas.TRADE_HISTORY, "db_trade_history")
 
 
 def read_orders(conn: Connection, account: str, window_start, window_end) -> pd.DataFrame:
@@ -95,7 +109,8 @@ def read_orders(conn: Connection, account: str, window_start, window_end) -> pd.
                 OR (o.updated_at >= :start AND o.updated_at < :end))
          ORDER BY o.order_id"""
     params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end)}
-    return _read(conn, sql, params, schemas.DB_ORDERS, "db_orders")
+    types = {"account": "text", "start": "timestamptz", "end": "timestamptz"}
+    return _read_bulk(conn, sql, params, types, schemas.DB_ORDERS, "db_orders")
 
 
 def read_positions(conn: Connection, profile_ids: Sequence[str]) -> pd.DataFrame:

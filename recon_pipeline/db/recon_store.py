@@ -2,7 +2,9 @@
 
 These tables belong to the pipeline, so replacing a (window, profile)'s findings on a re-run is
 allowed here (the trading tables are never deleted from). Every statement binds parameters; upserts
-use ``INSERT ... ON CONFLICT``, which Postgres and SQLite both speak.
+use ``INSERT ... ON CONFLICT``, which Postgres and SQLite both speak. Bulk inserts (findings) use
+``COPY ... FROM STDIN`` on Postgres (:mod:`recon_pipeline.db.copy`), the same rows as the portable
+``executemany`` INSERT that SQLite keeps.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from recon_pipeline.db import copy as pgcopy
 from recon_pipeline.db.read import ts_param
 
 FINDING_COLUMNS = ("account", "kind", "symbol", "trade_id", "order_id", "exchange_order_id",
@@ -56,8 +59,11 @@ def replace_findings(conn: Connection, window_start, profile_id: str, findings: 
     for seq, row in enumerate(rows):
         row.update(seq=seq, window_start=ts_param(conn, window_start), profile_id=profile_id)
     cols = ("window_start", "profile_id", "seq", *FINDING_COLUMNS)
-    conn.execute(sa.text(f"INSERT INTO recon_findings ({', '.join(cols)}) "
-                         f"VALUES ({', '.join(':' + c for c in cols)})"), rows)
+    if pgcopy.use_copy(conn, len(rows)):  # Postgres: one COPY, the values in the data stream
+        pgcopy.copy_in_dicts(conn, "recon_findings", cols, rows)
+    else:
+        conn.execute(sa.text(f"INSERT INTO recon_findings ({', '.join(cols)}) "
+                             f"VALUES ({', '.join(':' + c for c in cols)})"), rows)
     return len(rows)
 
 

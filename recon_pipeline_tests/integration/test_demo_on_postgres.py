@@ -61,7 +61,11 @@ def test_each_drift_kind_is_found_and_corrected(demo_world, profile):
     assert outcome.batch["status"] == "APPLIED"
 
 
-def test_applied_demo_leaves_the_books_as_the_exchange_says(demo_world):
+@pytest.mark.parametrize("copy_min_rows", ["100000", "1"], ids=["bound-statements", "copy-for-every-write"])
+def test_applied_demo_leaves_the_books_as_the_exchange_says(demo_world, monkeypatch, copy_min_rows):
+    # Postgres writes switch from bound statements to COPY above RECON_COPY_MIN_ROWS: both paths must
+    # leave exactly the same books.
+    monkeypatch.setenv("RECON_COPY_MIN_ROWS", copy_min_rows)
     for profile in ("alpha", "beta", "gamma"):
         assert demo_world.reconcile(profile, apply=True).success
 
