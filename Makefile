@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.recon/dagster_home
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast ui bench lint clean
+.PHONY: install demo test test-scaling test-fast ui bench lint clean
 
 install: $(VENV)/.installed
 
@@ -23,7 +23,12 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/recon-pipeline demo
 
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not celery" $(PYTEST_ARGS)
+
+# The Celery end-to-end runs (docs/scaling.md): about 5 minutes on 2 cores, so apart from `make test`;
+# CI runs both.
+test-scaling: install
+	$(BIN)/python -m pytest -m celery $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ location with a message naming the variable instead of failing an hour later ins
 from dagster import Definitions, load_assets_from_modules
 
 from recon_pipeline.assets import reconciliation, reports, snapshots
+from recon_pipeline.executors import executor_from_env
 from recon_pipeline.jobs import apply_batch_job, reconcile_job
 from recon_pipeline.resources import ExchangeClients, ReconConfig, TradingDatabase
 from recon_pipeline.schedules import hourly_reconciliation
@@ -25,4 +26,5 @@ defs = Definitions(
         "exchange": ExchangeClients(),
         "recon_config": ReconConfig(),
     },
+    executor=executor_from_env(),  # RECON_EXECUTOR: default, in_process, multiprocess or celery
 )

@@ -29,10 +29,12 @@ def hourly_reconciliation(context: ScheduleEvaluationContext, trading_db: Tradin
     scheduled = pd.Timestamp(context.scheduled_execution_time)
     window = closed_window(scheduled if scheduled.tzinfo else scheduled.tz_localize("UTC"))
     with trading_db.connect() as conn:
-        profiles = read_profiles(conn)["profile_id"].tolist()
+        table = read_profiles(conn)
+    profiles = table["profile_id"].tolist()
+    accounts = dict(zip(table["profile_id"], table["account"], strict=True))
     if not profiles:
         return SkipReason("no profiles in the profiles table")
     sync_profile_partitions(context.instance, profiles)
     return [RunRequest(run_key=f"{window.strftime(HOUR_FORMAT)}|{p}", partition_key=partition_key(window, p),
-                       tags={"recon/profile": p, "recon/window": window.isoformat()})
+                       tags={"recon/profile": p, "recon/account": accounts[p], "recon/window": window.isoformat()})
             for p in profiles]
