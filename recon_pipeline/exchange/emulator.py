@@ -688,6 +688,9 @@ class EmulatorServer:
 def serve_forever(scenario_path: str | Path, port: int = 0, clock: int | str | None = None,
                   host: str = "127.0.0.1") -> None:
     """The ``recon-pipeline emulator`` command: serve until interrupted, printing the URL and accounts."""
+    from recon_pipeline.observability.server import stop_on_sigterm
+
+    stop_on_sigterm()
     server = EmulatorServer(scenario_path, host=host, port=port, clock=clock).start()
     accounts = ", ".join(sorted(server.scenario.accounts))
     print(f"binance emulator serving {scenario_path} at {server.url} "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import threading
 from http import HTTPStatus
@@ -166,15 +167,30 @@ class HealthServer:
         self.stop()
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (what a supervisor or Kubernetes sends) stops the server like Ctrl-C does.
+
+    An explicit handler also overrides an inherited "ignore SIGTERM" disposition, which a parent
+    process may have set and which would otherwise make the server unstoppable except by SIGKILL.
+    """
+    def _interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def serve_forever(url: str, host: str = "127.0.0.1", port: int = 8787, *,
                   max_age_seconds: int | None = None) -> None:
     """Serve until interrupted (the CLI's ``health --serve``)."""
     engine = make_engine(url)
     server = HealthServer(engine, host, port, max_age_seconds=max_age_seconds)
+    stop_on_sigterm()
     print(f"recon-pipeline health: serving {server.url}{HEALTH_PATH} and {server.url}{METRICS_PATH} "
           f"(database {redacted(url)})", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
+    except KeyboardInterrupt:
+        pass
     finally:
         server.stop()
         engine.dispose()
