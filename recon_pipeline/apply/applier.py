@@ -76,12 +76,12 @@ def apply_batch(engine: Engine, batch_id: str, *, run_id: str | None = None, hol
         for action in SLICE_ACTIONS:
             rows = todo[todo["action"] == action]
             if len(rows):
-                applied = _apply_slice_updates(conn, rows, action, now)
+                applied = _compare_and_set(conn, _SLICES, rows, now, {"exit_source": EXIT_SOURCE.get(action)})
                 _record(outcomes, rows, applied, "expected slice state changed since the batch was built")
         for action in ORDER_ACTIONS:
             rows = todo[todo["action"] == action]
             if len(rows):
-                applied = _apply_order_updates(conn, rows, now)
+                applied = _compare_and_set(conn, _ORDERS, rows, now)
                 _record(outcomes, rows, applied, "expected order state changed since the batch was built")
         pause_rows = todo[todo["action"].isin(PAUSE_ACTIONS)]
         if len(pause_rows):
@@ -185,61 +185,59 @@ def _ts_value(conn: Connection, value):
     return ts_param(conn, value)
 
 
-def _apply_slice_updates(conn: Connection, rows: pd.DataFrame, action: str, now) -> set[str]:
-    exp = rows["expected"].tolist()
-    new = rows["new"].tolist()
-    default_source = EXIT_SOURCE.get(action)
-    _stage(conn, "recon_stage_slices", {
-        "target_id": "text", "exp_status": "text", "exp_exit_qty": "numeric", "new_status": "text",
-        "new_exit_qty": "numeric", "new_exit_price": "numeric", "new_exit_time": "timestamptz",
-        "new_exit_source": "text"}, {
-        "target_id": rows["target_id"].tolist(),
-        "exp_status": [e.get("status") for e in exp],
-        "exp_exit_qty": [_num(e.get("exit_qty")) for e in exp],
-        "new_status": [n.get("status") for n in new],
-        "new_exit_qty": [_num(n.get("exit_qty")) for n in new],
-        "new_exit_price": [_num(n.get("exit_price")) for n in new],
-        "new_exit_time": [_ts_value(conn, n.get("exit_time")) for n in new],
-        "new_exit_source": [n.get("exit_source") or default_source for n in new],
-    })
-    result = conn.execute(sa.text(
-        "UPDATE trade_history SET"
-        " status = COALESCE(s.new_status, trade_history.status),"
-        " exit_qty = COALESCE(s.new_exit_qty, trade_history.exit_qty),"
-        " exit_price = COALESCE(s.new_exit_price, trade_history.exit_price),"
-        " exit_time = COALESCE(s.new_exit_time, trade_history.exit_time),"
-        " exit_source = COALESCE(s.new_exit_source, trade_history.exit_source),"
-        " updated_at = :now"
-        " FROM recon_stage_slices s"
-        " WHERE trade_history.trade_id = s.target_id AND trade_history.status = s.exp_status"
-        " AND abs(trade_history.exit_qty - s.exp_exit_qty) <= :tol"
-        " RETURNING trade_history.trade_id"), {"now": ts_param(conn, now), "tol": QTY_TOLERANCE})
-    return {r[0] for r in result}
+@dataclass(frozen=True)
+class _Target:
+    """A trading table corrected by compare-and-set: expected (status, qty) in, new columns out."""
+
+    table: str
+    key: str
+    qty: str                          # the quantity column of the expected state (exit_qty / filled_qty)
+    columns: tuple[tuple[str, str], ...]  # (column, staged SQL type) written from new_state when present
 
 
-def _apply_order_updates(conn: Connection, rows: pd.DataFrame, now) -> set[str]:
+_SLICES = _Target("trade_history", "trade_id", "exit_qty",
+                  (("status", "text"), ("exit_qty", "numeric"), ("exit_price", "numeric"),
+                   ("exit_time", "timestamptz"), ("exit_source", "text")))
+_ORDERS = _Target("orders", "order_id", "filled_qty",
+                  (("status", "text"), ("filled_qty", "numeric"), ("avg_fill_price", "numeric")))
+
+
+def _staged_value(conn: Connection, sql_type: str, value):
+    if sql_type == "numeric":
+        return _num(value)
+    if sql_type == "timestamptz":
+        return _ts_value(conn, value)
+    return value
+
+
+def _compare_and_set(conn: Connection, target: _Target, rows: pd.DataFrame, now,
+                     defaults: dict | None = None) -> set[str]:
+    """Stage the rows, then ONE ``UPDATE ... FROM`` whose WHERE is the expected state; returns the keys written.
+
+    A row whose status or quantity changed since the batch was built does not match, so its
+    correction is STALE; unset new columns keep their current value (COALESCE).
+    """
     exp = rows["expected"].tolist()
     new = rows["new"].tolist()
-    _stage(conn, "recon_stage_orders", {
-        "target_id": "text", "exp_status": "text", "exp_filled_qty": "numeric", "new_status": "text",
-        "new_filled_qty": "numeric", "new_avg_fill_price": "numeric"}, {
-        "target_id": rows["target_id"].tolist(),
-        "exp_status": [e.get("status") for e in exp],
-        "exp_filled_qty": [_num(e.get("filled_qty")) for e in exp],
-        "new_status": [n.get("status") for n in new],
-        "new_filled_qty": [_num(n.get("filled_qty")) for n in new],
-        "new_avg_fill_price": [_num(n.get("avg_fill_price")) for n in new],
-    })
+    defaults = defaults or {}
+    stage = f"recon_stage_{target.table}"
+    data = {"target_id": rows["target_id"].tolist(),
+            "exp_status": [e.get("status") for e in exp],
+            f"exp_{target.qty}": [_num(e.get(target.qty)) for e in exp]}
+    types = {"target_id": "text", "exp_status": "text", f"exp_{target.qty}": "numeric"}
+    for col, sql_type in target.columns:
+        fallback = defaults.get(col)
+        data[f"new_{col}"] = [_staged_value(conn, sql_type, fallback if n.get(col) in (None, "") else n.get(col))
+                              for n in new]
+        types[f"new_{col}"] = sql_type
+    _stage(conn, stage, types, data)
+    t = target.table
+    sets = ", ".join(f"{col} = COALESCE(s.new_{col}, {t}.{col})" for col, _ in target.columns)
     result = conn.execute(sa.text(
-        "UPDATE orders SET"
-        " status = COALESCE(s.new_status, orders.status),"
-        " filled_qty = COALESCE(s.new_filled_qty, orders.filled_qty),"
-        " avg_fill_price = COALESCE(s.new_avg_fill_price, orders.avg_fill_price),"
-        " updated_at = :now"
-        " FROM recon_stage_orders s"
-        " WHERE orders.order_id = s.target_id AND orders.status = s.exp_status"
-        " AND abs(orders.filled_qty - s.exp_filled_qty) <= :tol"
-        " RETURNING orders.order_id"), {"now": ts_param(conn, now), "tol": QTY_TOLERANCE})
+        f"UPDATE {t} SET {sets}, updated_at = :now FROM {stage} s"
+        f" WHERE {t}.{target.key} = s.target_id AND {t}.status = s.exp_status"
+        f" AND abs({t}.{target.qty} - s.exp_{target.qty}) <= :tol"
+        f" RETURNING {t}.{target.key}"), {"now": ts_param(conn, now), "tol": QTY_TOLERANCE})
     return {r[0] for r in result}
 
 
