@@ -29,6 +29,7 @@ One server serves every account of the scenario, told apart by API key. Public e
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import json
@@ -141,10 +142,104 @@ class _State:
                     self.mark_prices.setdefault(position.symbol, position.mark_price)
         for account in scenario.accounts.values():
             self.mark_prices.update(account.mark_prices)
+        self._indexes: dict[str, _AccountIndex] = {}
 
     @property
     def clock(self) -> int:
         return self.scenario.clock_ms
+
+    def index(self, account: Account) -> _AccountIndex:
+        """The account's lookup index, built on first use (a loaded scenario is never mutated)."""
+        found = self._indexes.get(account.name)
+        if found is None:
+            found = self._indexes[account.name] = _AccountIndex(account)
+        return found
+
+
+class _AccountIndex:
+    """Sorted views of one account's trades and orders, so each request costs a bisect and the rows
+    it returns, not a scan of the whole history: a week of a busy account is millions of rows, and
+    the snapshot of every hourly window asks for a few of them.
+
+    Orders open at the clock ``c`` are those with ``timestamp <= c`` and either status ``open`` or
+    ``last_update_timestamp > c``. Orders are grouped by lifetime (``last_update - timestamp`` below
+    1 h, 2 h, 4 h, ...): an order of a group with lifetime below ``L`` can only be open at ``c`` when
+    it was created in ``(c - L, c]``, a bisect per group.
+    """
+
+    def __init__(self, account: Account) -> None:
+        trades: dict[str, list[Trade]] = {}
+        self.trades_of_order: dict[tuple[str, int], list[Trade]] = {}
+        for t in account.trades:
+            trades.setdefault(t.symbol, []).append(t)
+            self.trades_of_order.setdefault((t.symbol, t.order), []).append(t)
+        self.trades_by_time = {s: sorted(ts, key=lambda t: (t.timestamp, t.id)) for s, ts in trades.items()}
+        self.trade_times = {s: [t.timestamp for t in ts] for s, ts in self.trades_by_time.items()}
+        self.trades_by_id = {s: sorted(ts, key=lambda t: t.id) for s, ts in trades.items()}
+        self.trade_ids = {s: [t.id for t in ts] for s, ts in self.trades_by_id.items()}
+        orders: dict[str, list[Order]] = {}
+        self.order_by_id: dict[tuple[str, int], Order] = {}
+        self.order_by_client_id: dict[tuple[str, str], Order] = {}
+        for o in account.orders:
+            orders.setdefault(o.symbol, []).append(o)
+        self.orders_by_time = {s: sorted(os_, key=lambda o: (o.timestamp, o.id)) for s, os_ in orders.items()}
+        for os_ in self.orders_by_time.values():  # the earliest order wins a duplicated client id
+            for o in os_:
+                self.order_by_id.setdefault((o.symbol, o.id), o)
+                if o.client_order_id:
+                    self.order_by_client_id.setdefault((o.symbol, o.client_order_id), o)
+        self.order_times = {s: [o.timestamp for o in os_] for s, os_ in self.orders_by_time.items()}
+        # symbol -> [(max lifetime or None for "open until further notice", times, orders)]
+        self.lifetimes: dict[str, list[tuple[int | None, list[int], list[Order]]]] = {}
+        for symbol, os_ in self.orders_by_time.items():
+            groups: dict[int | None, list[Order]] = {}
+            for o in os_:
+                if o.status not in _STATUS:  # "open": open from creation on, whatever the clock
+                    key = None
+                else:
+                    life, key = max(o.last_update_timestamp - o.timestamp, 0), HOUR_MS
+                    while key <= life:
+                        key *= 2
+                groups.setdefault(key, []).append(o)
+            self.lifetimes[symbol] = [(k, [o.timestamp for o in g], g) for k, g in groups.items()]
+
+    def trades_of(self, order: Order) -> list[Trade]:
+        return self.trades_of_order.get((order.symbol, order.id), [])
+
+    def trades_between(self, symbol: str, lo: int, hi: int) -> list[Trade]:
+        """Trades of ``symbol`` with ``lo <= timestamp <= hi``, ascending by id."""
+        times = self.trade_times.get(symbol, [])
+        rows = self.trades_by_time.get(symbol, [])[bisect.bisect_left(times, lo):bisect.bisect_right(times, hi)]
+        return sorted(rows, key=lambda t: t.id)
+
+    def trades_from_id(self, symbol: str, from_id: int, clock: int, limit: int) -> list[Trade]:
+        """The first ``limit`` trades of ``symbol`` with ``id >= from_id`` visible at ``clock``."""
+        rows = self.trades_by_id.get(symbol, [])
+        out = []
+        for t in rows[bisect.bisect_left(self.trade_ids.get(symbol, []), from_id):]:
+            if t.timestamp <= clock:
+                out.append(t)
+                if len(out) == limit:
+                    break
+        return out
+
+    def orders_created(self, symbols: set[str], lo: int, hi: int) -> list[Order]:
+        """Orders of ``symbols`` created in ``[lo, hi]``, by (timestamp, id)."""
+        out = []
+        for symbol in symbols:
+            times = self.order_times.get(symbol, [])
+            out += self.orders_by_time.get(symbol, [])[bisect.bisect_left(times, lo):bisect.bisect_right(times, hi)]
+        return sorted(out, key=lambda o: (o.timestamp, o.id)) if len(symbols) > 1 else out
+
+    def orders_open(self, symbols: set[str], clock: int) -> list[Order]:
+        """Orders of ``symbols`` open at ``clock`` (see the class docstring), by (timestamp, id)."""
+        out = []
+        for symbol in symbols:
+            for life, times, group in self.lifetimes.get(symbol, []):
+                lo = 0 if life is None else bisect.bisect_right(times, clock - life)
+                out += [o for o in group[lo:bisect.bisect_right(times, clock)]
+                        if o.status not in _STATUS or o.last_update_timestamp > clock]
+        return sorted(out, key=lambda o: (o.timestamp, o.id))
 
 
 # --- the Binance wire format -------------------------------------------------------------------------
@@ -179,8 +274,9 @@ _STATUS = {"closed": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED", "re
 
 
 def _order_at_clock(order: Order, trades: list[Trade], clock: int) -> tuple[str, float, float | None, int]:
-    """(Binance status, executed qty, average price, update time) of the order as it was at ``clock``."""
-    visible = [t for t in trades if t.order == order.id and t.symbol == order.symbol and t.timestamp <= clock]
+    """(Binance status, executed qty, average price, update time) of the order as it was at ``clock``;
+    ``trades`` are the order's own (see :meth:`_AccountIndex.trades_of`)."""
+    visible = [t for t in trades if t.timestamp <= clock]
     if order.last_update_timestamp <= clock:
         status = _STATUS.get(order.status) or ("PARTIALLY_FILLED" if order.filled > 0 else "NEW")
         average = order.average
@@ -311,26 +407,35 @@ def _my_trades(book_name: str) -> Handler:
         if from_id is not None and (params.get("startTime") or params.get("endTime")):
             raise ApiError(400, -1128, "Combination of optional parameters invalid.")
         lo, hi = _time_window(params, max_window, label)
-        rows = sorted((t for t in account.trades
-                       if t.symbol == market.symbol and t.timestamp <= state.clock), key=lambda t: t.id)
-        if order_id is not None:
-            rows = [t for t in rows if t.order == order_id]
-        if from_id is not None:
-            rows = [t for t in rows if t.id >= from_id][:limit]
-        elif lo is not None:
-            rows = [t for t in rows if lo <= t.timestamp <= hi][:limit]
+        index = state.index(account)
+        if from_id is not None and order_id is None:
+            rows = index.trades_from_id(market.symbol, from_id, state.clock, limit)
+        elif lo is not None and order_id is None:
+            rows = index.trades_between(market.symbol, lo, min(hi, state.clock))[:limit]
         else:
-            if book_name == "swap":
-                rows = [t for t in rows if t.timestamp >= state.clock - max_window]
-            rows = rows[-limit:]
+            rows = sorted((t for t in index.trades_by_id.get(market.symbol, []) if t.timestamp <= state.clock),
+                          key=lambda t: t.id)
+            if order_id is not None:
+                rows = [t for t in rows if t.order == order_id]
+            if from_id is not None:
+                rows = [t for t in rows if t.id >= from_id][:limit]
+            elif lo is not None:
+                rows = [t for t in rows if lo <= t.timestamp <= hi][:limit]
+            else:
+                if book_name == "swap":
+                    rows = [t for t in rows if t.timestamp >= state.clock - max_window]
+                rows = rows[-limit:]
         return [_trade_json(t, market) for t in rows]
     return handle
 
 
+def _book_symbols(market: Market | None, book: dict[str, Market]) -> set[str]:
+    return {m.symbol for m in book.values()} if market is None else {market.symbol}
+
+
 def _visible_orders(state: _State, account: Account, market: Market | None, book: dict[str, Market]):
-    symbols = {m.symbol for m in book.values()} if market is None else {market.symbol}
-    return sorted((o for o in account.orders if o.symbol in symbols and o.timestamp <= state.clock),
-                  key=lambda o: (o.timestamp, o.id))  # = Binance's id order when ids follow time
+    """Orders created up to the clock, by (timestamp, id) (= Binance's id order when ids follow time)."""
+    return state.index(account).orders_created(_book_symbols(market, book), -(2 ** 62), state.clock)
 
 
 def _all_orders(book_name: str) -> Handler:
@@ -342,13 +447,17 @@ def _all_orders(book_name: str) -> Handler:
         limit = _limit(params)
         order_id = _int_param(params, "orderId")
         lo, hi = _time_window(params, max_window, label)
-        rows = _visible_orders(state, account, market, book)
-        if order_id is not None:
-            rows = sorted((o for o in rows if o.id >= order_id), key=lambda o: o.id)
-        if lo is not None:
-            rows = [o for o in rows if lo <= o.timestamp <= hi]
+        index = state.index(account)
+        if lo is not None and order_id is None:
+            rows = index.orders_created({market.symbol}, lo, min(hi, state.clock))
+        else:
+            rows = _visible_orders(state, account, market, book)
+            if order_id is not None:
+                rows = sorted((o for o in rows if o.id >= order_id), key=lambda o: o.id)
+            if lo is not None:
+                rows = [o for o in rows if lo <= o.timestamp <= hi]
         rows = rows[:limit] if (order_id is not None or lo is not None) else rows[-limit:]
-        return [_order_json(o, book[market.market_id], account.trades, state.clock) for o in rows]
+        return [_order_json(o, book[market.market_id], index.trades_of(o), state.clock) for o in rows]
     return handle
 
 
@@ -356,10 +465,11 @@ def _open_orders(book_name: str) -> Handler:
     def handle(state: _State, account: Account, params):
         book = state.spot if book_name == "spot" else state.swap
         market = _market_param(state, params, book, required=False)
+        index = state.index(account)
         out = []
-        for order in _visible_orders(state, account, market, book):
+        for order in index.orders_open(_book_symbols(market, book), state.clock):
             mkt = account.markets[order.symbol]
-            body = _order_json(order, mkt, account.trades, state.clock)
+            body = _order_json(order, mkt, index.trades_of(order), state.clock)
             if body["status"] in ("NEW", "PARTIALLY_FILLED"):
                 out.append(body)
         return out
@@ -374,10 +484,11 @@ def _order(book_name: str) -> Handler:
         client_id = params.get("origClientOrderId")
         if order_id is None and not client_id:
             raise ApiError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
-        for order in _visible_orders(state, account, market, book):
-            if (order_id is not None and order.id == order_id) or (
-                    order_id is None and order.client_order_id == client_id):
-                return _order_json(order, market, account.trades, state.clock)
+        index = state.index(account)
+        order = (index.order_by_id.get((market.symbol, order_id)) if order_id is not None
+                 else index.order_by_client_id.get((market.symbol, client_id)))
+        if order is not None and order.timestamp <= state.clock:
+            return _order_json(order, market, index.trades_of(order), state.clock)
         raise ApiError(400, -2013, "Order does not exist.")
     return handle
 
