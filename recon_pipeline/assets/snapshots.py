@@ -52,12 +52,11 @@ def _structure_specs(frames: tuple[str, ...]) -> list[AssetCheckSpec]:
 
 def _validate_structure(context: AssetExecutionContext, frames: dict[str, pd.DataFrame]):
     """Yield one blocking check result per frame; raise SnapshotStructureError when any failed."""
-    from recon_pipeline.validation.snapshots import SnapshotStructureError, check_structure
+    from recon_pipeline.validation.snapshots import SnapshotStructureError, check_structures
 
-    results = {}
+    results = check_structures(frames)
     for name, df in frames.items():
-        res = check_structure(name, df)
-        results[name] = res
+        res = results[name]
         yield AssetCheckResult(
             asset_key=name, check_name=STRUCTURE_CHECK, passed=res.success, severity=AssetCheckSeverity.ERROR,
             metadata={"rows": MetadataValue.int(len(df)),

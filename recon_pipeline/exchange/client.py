@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import ccxt
 
-from recon_pipeline.settings import SettingsError, account_env_prefix
+from recon_pipeline.settings import SettingsError, _parse_bool, account_env_prefix
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,10 @@ def make_exchange(account: str, env: Mapping[str, str] = os.environ, *, timeout_
     """A :class:`StrictBinance` for ``account``, credentials and base URL from the environment.
 
     Missing ``_API_KEY`` / ``_SECRET`` or a bad ``_URL`` is a :class:`SettingsError` naming the
-    variable (never its value, for the credentials).
+    variable (never its value, for the credentials). ``_RATE_LIMIT=false`` switches ccxt's request
+    throttle off for the account (default on, as ``enable_rate_limit``): ccxt spaces Binance requests
+    by endpoint weight (``fetch_my_trades`` waits 250 ms), which is right against Binance and pure
+    waiting against a host without limits, such as the loopback emulator or a caching proxy.
     """
     prefix = account_env_prefix(account)
     creds = {}
@@ -234,6 +237,9 @@ def make_exchange(account: str, env: Mapping[str, str] = os.environ, *, timeout_
     base = _exchange_url(prefix + "URL", raw_url) if raw_url and raw_url.strip() else None
     if timeout_ms <= 0:
         raise SettingsError(f"timeout_ms={timeout_ms} must be positive")
+    raw_limit = (env.get(prefix + "RATE_LIMIT") or "").strip()
+    if raw_limit:
+        enable_rate_limit = _parse_bool(prefix + "RATE_LIMIT", raw_limit)
     exchange = StrictBinance({
         "apiKey": creds["API_KEY"],
         "secret": creds["SECRET"],

@@ -207,9 +207,70 @@ def check_structure(name: str, df: pd.DataFrame) -> SuiteResult:
     return SuiteResult(f"{name}_structure", all(o.success for o in outcomes), outcomes)
 
 
+def _combined_frame(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
+    """The facts and keys of several frames as one frame (fact values prefixed by the frame's name),
+    and the accepted ``column_dtype`` values.
+
+    Fact rows carry ``key`` 0 and no ``unique_key``; key rows carry no facts. ``key`` is a code per
+    distinct key, offset per frame (null where a key column is null); ``unique_key`` is the same code
+    for frames whose key must be unique, null otherwise (GE's map expectations skip nulls)."""
+    parts, dtype_set = [], []
+    offset = 0
+    for name, df in frames.items():
+        spec = FRAME_SPECS[name]
+        facts = structure_facts(df, spec)
+        facts = facts.apply(lambda col, n=name: (n + "." + col).astype("str"))
+        parts.append(facts.assign(key=pd.array([0] * len(facts), dtype="Int64"),
+                                  unique_key=pd.array([pd.NA] * len(facts), dtype="Int64")))
+        dtype_set += [f"{name}.{fact}" for fact in spec.dtype_facts]
+        if not all(k in df.columns for k in spec.keys) or df.empty:
+            continue  # a missing key column is already a failed fact
+        codes = df.groupby(list(spec.keys), sort=False, dropna=True).ngroup().to_numpy("float64")
+        key = pd.array(np.where(np.isnan(codes), 0, codes).astype(np.int64) + offset + 1, dtype="Int64")
+        key[np.isnan(codes)] = pd.NA
+        offset += len(df) + 1
+        parts.append(pd.DataFrame({"missing_column": pd.Series(pd.NA, index=range(len(df)), dtype="str"),
+                                   "extra_column": pd.Series(pd.NA, index=range(len(df)), dtype="str"),
+                                   "column_dtype": pd.Series(pd.NA, index=range(len(df)), dtype="str"),
+                                   "key": key,
+                                   "unique_key": key if spec.unique else pd.array([pd.NA] * len(df), dtype="Int64")}))
+    return pd.concat(parts, ignore_index=True), dtype_set
+
+
+def _combined_suite(dtype_set: list[str]) -> Callable:
+    def build(gx):
+        E = gx.expectations
+        return [
+            E.ExpectColumnValuesToBeNull(column="missing_column"),
+            E.ExpectColumnValuesToBeNull(column="extra_column"),
+            E.ExpectColumnValuesToBeInSet(column="column_dtype", value_set=dtype_set),
+            E.ExpectColumnValuesToNotBeNull(column="key"),
+            E.ExpectColumnValuesToBeUnique(column="unique_key"),
+        ]
+    return build
+
+
+def check_structures(frames: dict[str, pd.DataFrame]) -> dict[str, SuiteResult]:
+    """:func:`check_structure` of every frame, in one suite run instead of two per frame.
+
+    A Great Expectations run costs about 50 ms whatever the data (its metric graph is built per
+    run), and the snapshot assets check seven frames every hour of every profile: the same
+    expectations run once on the frames' facts and keys put together. Only when that combined run
+    fails is each frame checked on its own, so a failure names its frame, expectation and examples
+    exactly as :func:`check_structure` does.
+    """
+    if not frames:
+        return {}
+    combined, dtype_set = _combined_frame(frames)
+    result = run_suite("+".join(frames) + "_structure", combined, _combined_suite(dtype_set))
+    if result.success:
+        return {n: SuiteResult(f"{n}_structure", True, result.outcomes) for n in frames}
+    return {n: check_structure(n, df) for n, df in frames.items()}
+
+
 def require_structure(frames: dict[str, pd.DataFrame]) -> dict[str, SuiteResult]:
     """Check every frame; raise :class:`SnapshotStructureError` naming all that failed."""
-    results = {name: check_structure(name, df) for name, df in frames.items()}
+    results = check_structures(frames)
     if not all(r.success for r in results.values()):
         raise SnapshotStructureError(list(results.values()))
     return results

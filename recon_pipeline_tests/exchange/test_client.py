@@ -32,6 +32,20 @@ def test_missing_credentials_name_the_variable(missing):
         make_exchange("sub-1", env)
 
 
+@pytest.mark.parametrize(("raw", "argument", "expected"), [
+    (None, True, True), (None, False, False), ("false", True, False), ("off", True, False),
+    ("true", False, True), (" 1 ", False, True), ("", False, False),
+])
+def test_rate_limit_per_account_from_the_environment(raw, argument, expected):
+    env = ENV if raw is None else {**ENV, "RECON_EXCHANGE_SUB_1_RATE_LIMIT": raw}
+    assert make_exchange("sub-1", env, enable_rate_limit=argument).enableRateLimit is expected
+
+
+def test_a_bad_rate_limit_value_names_the_variable():
+    with pytest.raises(SettingsError, match="RECON_EXCHANGE_SUB_1_RATE_LIMIT='sometimes' is not a boolean"):
+        make_exchange("sub-1", {**ENV, "RECON_EXCHANGE_SUB_1_RATE_LIMIT": "sometimes"})
+
+
 @pytest.mark.parametrize("url", ["127.0.0.1:8765", "ftp://h:1", "http://h:1/api", "http://:80", "http://h:99999"])
 def test_a_bad_url_names_the_variable(url):
     with pytest.raises(SettingsError, match="RECON_EXCHANGE_SUB_1_URL"):

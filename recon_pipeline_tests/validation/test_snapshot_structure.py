@@ -101,3 +101,22 @@ def _fail_all(frames):
     with pytest.raises(V.SnapshotStructureError) as info:
         V.require_structure(frames)
     return info.value
+
+
+def test_all_frames_pass_together_in_one_combined_run():
+    """Keys of different frames never collide (codes are offset per frame); duplicated fills stay legal."""
+    frames = {name: make() for name, make in GOOD.items()}
+    frames["exchange_fills"] = pd.concat([frames["exchange_fills"]] * 2, ignore_index=True)
+    results = V.check_structures(frames)
+    assert list(results) == list(GOOD) and all(r.success for r in results.values())
+    assert all(r.suite == f"{name}_structure" for name, r in results.items())
+    assert all(r.success for r in V.check_structures({n: GOOD[n]().iloc[:0] for n in GOOD}).values())
+
+
+@pytest.mark.parametrize("broken", list(GOOD))
+def test_a_combined_run_names_only_the_broken_frame(broken):
+    frames = {name: make() for name, make in GOOD.items()}
+    frames[broken] = frames[broken].assign(surprise=1)
+    results = V.check_structures(frames)
+    assert [n for n, r in results.items() if not r.success] == [broken]
+    assert "'surprise'" in results[broken].describe()
