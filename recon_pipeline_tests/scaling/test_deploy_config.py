@@ -147,7 +147,7 @@ def test_helm_env_names_are_settings_the_code_reads():
     names = {e["name"] for e in deployment["env"]}
     assert names <= known, names - known
     assert executor_from_env({"RECON_EXECUTOR": next(e["value"] for e in deployment["env"]
-                                                     if e["name"] == "RECON_EXECUTOR")}) is None
+                                                     if e["name"] == "RECON_EXECUTOR")}).name == "in_process"
     launcher_env = _values()["runLauncher"]["config"]["k8sRunLauncher"].get("envVars", [])
     assert {v.split("=", 1)[0] for v in launcher_env} <= known
 
@@ -220,7 +220,8 @@ def test_celery_worker_config_matches_the_executor_defaults():
 
 
 def test_executor_is_chosen_by_env_and_bad_values_are_refused():
-    assert executor_from_env({}) is None
+    assert executor_from_env({}).name == "in_process"
+    assert executor_from_env({"RECON_EXECUTOR": "default"}).name == "in_process"
     assert executor_from_env({"RECON_EXECUTOR": "celery"}).name == "celery"
     assert executor_from_env({"RECON_EXECUTOR": "multiprocess", "RECON_MAX_CONCURRENT_STEPS": "3"}).name == "multiprocess"
     assert set(EXECUTORS) == {"default", "in_process", "multiprocess", "celery"}
