@@ -32,13 +32,19 @@ trade_st = st.builds(
 )
 
 
+def _unique(rows, key):
+    seen, out = set(), []
+    for r in rows:
+        if key(r) not in seen:
+            seen.add(key(r))
+            out.append(r)
+    return out
+
+
 def _account(orders, trades) -> Account:
-    seen, unique = set(), []
-    for o in orders:  # the scenario loader refuses a duplicated order id within a symbol
-        if (o.symbol, o.id) not in seen:
-            seen.add((o.symbol, o.id))
-            unique.append(o)
-    return Account(name="main", api_key="k", secret="s", orders=unique, trades=list(trades))
+    """The scenario loader refuses a duplicated order id within a symbol and a duplicated trade id."""
+    return Account(name="main", api_key="k", secret="s", orders=_unique(orders, lambda o: (o.symbol, o.id)),
+                   trades=_unique(trades, lambda t: t.id))
 
 
 def _open_by_scan(account: Account, symbols, clock):
