@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recon_pipeline.rules import client_order_id as coid
+from recon_pipeline.rules import keys as K
 
 STRENGTH_ORDER = ("client_order_id", "trade_id_hint", "sub_tag", "single_open_trade", "qty_unique", "none")
 STRONG = ("client_order_id", "trade_id_hint", "sub_tag")
@@ -54,8 +55,9 @@ ATTRIBUTION_COLUMNS = (
 
 def strength_rank(strength: pd.Series) -> pd.Series:
     """0 for ``client_order_id`` .. 5 for ``none`` (NA counts as ``none``)."""
-    ranks = {s: i for i, s in enumerate(STRENGTH_ORDER)}
-    return strength.map(ranks).fillna(len(STRENGTH_ORDER) - 1).astype("int64")
+    codes = pd.Categorical(strength, categories=STRENGTH_ORDER).codes.astype("int64")
+    codes[codes < 0] = len(STRENGTH_ORDER) - 1  # NA and unknown strengths
+    return pd.Series(codes, index=strength.index, name=strength.name)
 
 
 def isin_str(s: pd.Series, values: pd.Series) -> np.ndarray:
@@ -82,116 +84,159 @@ def lookup_str(s: pd.Series, values: pd.Series) -> np.ndarray:
 
 def _profile_tags(profiles: pd.DataFrame) -> pd.DataFrame:
     tags = profiles[["account", "sub_tag", "profile_id"]].dropna(subset=["account", "sub_tag"])
-    return tags.drop_duplicates(["account", "sub_tag"], keep=False)
+    return tags.drop_duplicates(["account", "sub_tag"], keep=False).reset_index(drop=True)
 
 
-def _slice_keys(slices: pd.DataFrame) -> pd.DataFrame:
-    sl = slices[["trade_id", "profile_id"]].dropna().drop_duplicates("trade_id")
-    sl = sl.assign(trade_key=coid.trade_key_series(sl["trade_id"]))
-    return sl.drop_duplicates(["profile_id", "trade_key"], keep=False)
+_DB_COLUMNS = ["account", "exchange_order_id", "order_id", "profile_id", "trade_id", "role"]
 
 
-def _attribute_keys(keys: pd.DataFrame, profiles: pd.DataFrame, db_orders: pd.DataFrame,
-                    slices: pd.DataFrame) -> pd.DataFrame:
-    """Attribution columns for rows of (account, exchange_order_id, client_order_id), by position.
+def _db_rows(db_orders: pd.DataFrame) -> pd.DataFrame:
+    """The DB orders that carry an exchange order id (the only ones a hint can come from)."""
+    return db_orders.loc[db_orders["exchange_order_id"].notna(), _DB_COLUMNS].reset_index(drop=True)
 
-    Vectorised on ``str`` columns end to end (no object round trips): the choices below are
-    ``Series.where`` chains equivalent to a first-true-wins ``np.select``."""
-    n = len(keys)
-    k = keys[["account", "exchange_order_id", "client_order_id"]].reset_index(drop=True)
-    parsed = coid.parse_series(k["client_order_id"])
-    prefix = coid.tag_prefix_series(k["client_order_id"])
 
-    tags = _profile_tags(profiles).rename(columns={"sub_tag": "tag_prefix", "profile_id": "tag_profile"})
-    base = pd.DataFrame({"account": k["account"], "tag_prefix": prefix, "trade_key": parsed["trade_key"],
-                         "exchange_order_id": k["exchange_order_id"]})
-    base = base.merge(tags, on=["account", "tag_prefix"], how="left")
+def _db_winners(db: pd.DataFrame, key: np.ndarray) -> np.ndarray:
+    """``key`` (the code of each :func:`_db_rows` row's (account, exchange_order_id)) with every row
+    but the hint of its key set to -2: the hint is the row with the smallest ``order_id``
+    (stable; missing ids last), so :func:`keys.lookup` finds exactly the hint."""
+    dup = pd.Series(key).duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return key
+    rows = db.loc[dup, ["order_id"]].assign(_key=key[dup]).sort_values("order_id", kind="stable")
+    winners = rows.index[~rows["_key"].duplicated().to_numpy()].to_numpy()
+    out = np.where(dup, -2, key)
+    out[winners] = key[winners]
+    return out
 
-    sk = _slice_keys(slices).rename(columns={"profile_id": "tag_profile", "trade_id": "coid_trade_id"})
-    base = base.merge(sk, on=["tag_profile", "trade_key"], how="left")
 
-    db = db_orders.loc[db_orders["exchange_order_id"].notna(),
-                       ["account", "exchange_order_id", "order_id", "profile_id", "trade_id", "role"]]
-    db = db.sort_values("order_id", kind="stable").drop_duplicates(["account", "exchange_order_id"])
-    db = db.rename(columns={"order_id": "db_order_id", "profile_id": "db_profile_id",
-                            "trade_id": "db_trade_id", "role": "db_role"})
-    base = base.merge(db, on=["account", "exchange_order_id"], how="left")
-    slice_owner = (slices[["trade_id", "profile_id"]].dropna().drop_duplicates("trade_id")
-                   .rename(columns={"trade_id": "db_trade_id", "profile_id": "hint_profile"}))
-    base = base.merge(slice_owner, on="db_trade_id", how="left")
-    assert len(base) == n
+def _named_slices(slices: pd.DataFrame, keys: pd.Series, hints: pd.Series) -> pd.DataFrame:
+    """The rows of ``slices`` that trade keys ``keys`` or DB hint ids ``hints`` can name: every row
+    of an id equal to one of them (a raw key is the id itself), and, when a key has a digest's
+    length, every row whose id is not a raw key (its key is a digest). Attribution on these rows
+    equals attribution on all: a raw key never equals a digest, so no other row can match a key,
+    own a hinted trade, or share a key with a matching slice."""
+    names = pd.concat([keys.dropna(), hints.dropna()], ignore_index=True).astype("str")
+    hit = isin_str(slices["trade_id"].astype("str"), names)
+    if (keys.str.len() == coid.DIGEST_LEN).any():
+        hit |= ~coid.is_raw_key_series(slices["trade_id"])
+    return slices.loc[hit]
 
-    def s(col: str) -> pd.Series:
-        return base[col].astype("str")
 
+_STRENGTHS = pd.Series(["none", "sub_tag", "trade_id_hint", "client_order_id"], dtype="str")
+_DB_ROLES = pd.Series(["e", "x"], dtype="str")
+
+
+def _attribute_keys(cid: pd.Series, acct: np.ndarray, tags: pd.DataFrame, tag_acct: np.ndarray,
+                    db: pd.DataFrame, db_pos: np.ndarray, slices: pd.DataFrame) -> pd.DataFrame:
+    """Attribution columns for orders given by client id ``cid``, account code ``acct`` (numbered
+    together with ``tag_acct``, the codes of ``tags["account"]``) and ``db_pos``, the position of the
+    order's DB hint row in ``db`` (:func:`_db_rows`, -1 for none). One row per order, by position.
+
+    Every join is a lookup on integer codes; each string column of the result is one gather from
+    the frame it comes from (first-true-wins choices through :func:`keys.pick_str`)."""
+    n = len(cid)
+    cid = cid.reset_index(drop=True)
+    parsed = coid.parse_series(cid)
     det = parsed["is_deterministic"].to_numpy(bool)
-    has_tag = base["tag_profile"].notna().to_numpy(bool)
-    has_db_trade = base["db_trade_id"].notna().to_numpy(bool)
-    is_coid = det & has_tag & base["coid_trade_id"].notna().to_numpy(bool)
+    everyone = np.ones(n, bool)
+    rows = np.arange(n)
+    # a deterministic id's tag prefix is its sub_tag: the regex runs only on the other ids
+    other = np.flatnonzero(~det)
+    prefix = K.pick_str(n, [(det, parsed["sub_tag"], rows),
+                            (~det, coid.tag_prefix_series(cid.take(other)), np.cumsum(~det) - 1)])
+
+    pre_k, pre_t = K.codes(prefix, tags["sub_tag"])
+    width = int(max(pre_k.max(initial=-1), pre_t.max(initial=-1))) + 1
+    tag_pos = K.lookup(acct * width + pre_k, tag_acct * width + pre_t)
+    has_tag = tag_pos >= 0
+
+    # every trade id string compared below, numbered once: the keys the client ids name, the slices'
+    # trade ids and keys (a raw key is the id itself: only the digests are extra), the DB hints' ids
+    db_trade = db["trade_id"].notna().to_numpy(bool)
+    has_db_trade = K.at(db_trade, db_pos, False)
+    used = np.sort(pd.unique(db_pos[has_db_trade]))   # the DB rows that hint a trade
+    if 8 * n < len(slices):  # a few orders (the order rule's): only the slices they can name matter
+        slices = _named_slices(slices, parsed["trade_key"], db["trade_id"].take(used))
+    tid = slices["trade_id"]
+    slice_key = coid.trade_key_series(tid)
+    digest = np.flatnonzero(~(slice_key == tid).to_numpy(bool))
+    key_c, tid_c, digest_c, db_c = K.codes(parsed["trade_key"], tid, slice_key.take(digest),
+                                           db["trade_id"].take(used))
+    slice_key_c = tid_c.copy()
+    slice_key_c[digest] = digest_c
+    width = int(max(key_c.max(initial=-1), tid_c.max(initial=-1), digest_c.max(initial=-1))) + 1
+    # the owner of a trade id: its first slice row with both the id and a profile
+    valid = np.flatnonzero((tid.notna() & slices["profile_id"].notna()).to_numpy(bool))
+    owners = valid[~pd.Series(tid_c[valid]).duplicated().to_numpy()]
+
+    # (tag profile, trade key) -> the profile's slice with that key (keys shared by two slices: none)
+    prof_t, prof_s = K.codes(tags["profile_id"], slices["profile_id"].take(owners))
+    right = prof_s * width + slice_key_c[owners]
+    right[pd.Series(right).duplicated(keep=False).to_numpy()] = -2
+    coid_pos = K.at(owners, K.lookup(np.where(has_tag, K.at(prof_t, tag_pos, -1) * width + key_c, -1), right), -1)
+
+    # the DB hint: its trade's owner slice
+    hint_pos = np.full(n, -1, np.int64)
+    hint_c = np.full(n, -1, np.int64)
+    if len(used):
+        hint_c[has_db_trade] = db_c[np.searchsorted(used, db_pos[has_db_trade])]
+        hint_pos[has_db_trade] = K.at(owners, K.lookup(hint_c[has_db_trade], tid_c[owners]), -1)
+
+    is_coid = det & has_tag & (coid_pos >= 0)
     unknown_det = det & has_tag & ~is_coid
     rest = ~is_coid & ~unknown_det
-    is_hint = rest & has_db_trade & base["hint_profile"].notna().to_numpy(bool)
+    is_hint = rest & has_db_trade & (hint_pos >= 0)
     unknown_hint = rest & has_db_trade & ~is_hint
-    unknown = unknown_det | unknown_hint
     is_tag = has_tag & ~is_coid & ~is_hint
 
-    strength = np.full(n, "none", dtype=object)
-    strength[is_tag] = "sub_tag"
-    strength[is_hint] = "trade_id_hint"
-    strength[is_coid] = "client_order_id"
-    profile = s("tag_profile").where(is_coid | is_tag, s("hint_profile").where(
-        is_hint, s("db_profile_id").where(unknown_hint)))
-    trade = s("coid_trade_id").where(is_coid, s("db_trade_id").where(is_hint))
-    named = parsed["trade_key"].where(unknown_det, s("db_trade_id").where(unknown_hint))
-    db_role = s("db_role").map(_ROLE_FROM_DB).astype("str")
+    strength = np.zeros(n, np.int64)
+    strength[is_tag] = 1
+    strength[is_hint] = 2
+    strength[is_coid] = 3
+    role_code = np.select([(db["role"] == "ENTRY").to_numpy(bool), (db["role"] == "EXIT").to_numpy(bool)],
+                          [0, 1], -1).astype(np.int64)
+    db_role_pos = K.at(role_code, db_pos, -1)
     parsed_role = parsed["role"]
-    role = parsed_role.where(det & has_tag, db_role.where(db_role.notna(), parsed_role))
-    role = db_role.where(is_hint, role)
 
-    out = pd.DataFrame({
+    conflict = is_coid & has_db_trade & (K.at(tid_c, coid_pos, -1) != hint_c)
+
+    return pd.DataFrame({
         "tag_prefix": prefix.array,
         "sub_tag": parsed["sub_tag"].array,
         "trade_key": parsed["trade_key"].array,
-        "resend": parsed["resend"].array,
+        "resend": parsed["resend"].astype("Int64").array,
         "is_deterministic": det,
-        "profile_id": profile.array,
-        "trade_id": trade.array,
-        "role": role.array,
-        "strength": pd.array(strength, dtype="str"),
-        "unknown_trade": unknown,
-        "named_trade": named.array,
-        "db_order_id": s("db_order_id").array,
-        "hint_conflict": is_coid & has_db_trade & (base["db_trade_id"] != base["coid_trade_id"]).fillna(False)
-        .to_numpy(bool),
+        "profile_id": K.pick_str(n, [(is_coid | is_tag, tags["profile_id"], tag_pos),
+                                     (is_hint, slices["profile_id"], hint_pos),
+                                     (unknown_hint, db["profile_id"], db_pos)]).array,
+        "trade_id": K.pick_str(n, [(is_coid, tid, coid_pos),
+                                   (is_hint, db["trade_id"], db_pos)]).array,
+        "role": K.pick_str(n, [(is_hint, _DB_ROLES, db_role_pos), (det & has_tag, parsed_role, rows),
+                               (db_role_pos >= 0, _DB_ROLES, db_role_pos), (everyone, parsed_role, rows)]).array,
+        "strength": K.take_str(_STRENGTHS, strength).array,
+        "unknown_trade": unknown_det | unknown_hint,
+        "named_trade": K.pick_str(n, [(unknown_det, parsed["trade_key"], rows),
+                                      (unknown_hint, db["trade_id"], db_pos)]).array,
+        "db_order_id": K.take_str(db["order_id"], db_pos).array,
+        "hint_conflict": conflict,
     })
-    for col in ("tag_prefix", "sub_tag", "trade_key", "profile_id", "trade_id", "role", "strength",
-                "named_trade", "db_order_id"):
-        if out[col].dtype != "str":
-            out[col] = out[col].astype("str")
-    out["resend"] = out["resend"].astype("Int64")
-    return out
 
 
 def attribute_orders(exchange_orders: pd.DataFrame, profiles: pd.DataFrame, db_orders: pd.DataFrame,
                      slices: pd.DataFrame) -> pd.DataFrame:
     """``exchange_orders`` (EXCHANGE_ORDERS) plus :data:`ATTRIBUTION_COLUMNS`, one row per order."""
     eo = exchange_orders.reset_index(drop=True)
-    attr = _attribute_keys(eo, profiles, db_orders, slices)
+    tags, db = _profile_tags(profiles), _db_rows(db_orders)
+    acct, tag_acct = K.codes(eo["account"], tags["account"])
+    key_o, key_d = K.key_codes([eo["account"], eo["exchange_order_id"]],
+                               [db["account"], db["exchange_order_id"]])
+    db_pos = K.lookup(key_o, _db_winners(db, key_d))
+    attr = _attribute_keys(eo["client_order_id"], acct, tags, tag_acct, db, db_pos, slices)
     return pd.concat([eo.drop(columns=[c for c in ATTRIBUTION_COLUMNS if c in eo.columns]), attr], axis=1)
 
 
-def _order_codes(f: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """Codes of the distinct ``(account, exchange_order_id)`` keys of ``f`` (NA is a key like any
-    other, as in a merge) and those keys, one row per code, in order of first appearance."""
-    acc_codes, acc_uniq = pd.factorize(f["account"], use_na_sentinel=False)
-    eo_codes, eo_uniq = pd.factorize(f["exchange_order_id"], use_na_sentinel=False)
-    width = max(len(eo_uniq), 1)
-    codes, pairs = pd.factorize(acc_codes.astype("int64") * width + eo_codes)
-    keys = pd.DataFrame({
-        "account": pd.Series(acc_uniq.take(pairs // width), dtype=f["account"].dtype),
-        "exchange_order_id": pd.Series(eo_uniq.take(pairs % width), dtype=f["exchange_order_id"].dtype),
-    })
-    return codes, keys
+_ORDER_COLUMNS = {"client_order_id": "client_order_id", "qty": "order_qty", "side": "order_side",
+                  "status": "order_status"}
 
 
 def attribute_fills(fills: pd.DataFrame, exchange_orders: pd.DataFrame, profiles: pd.DataFrame,
@@ -199,18 +244,32 @@ def attribute_fills(fills: pd.DataFrame, exchange_orders: pd.DataFrame, profiles
     """One row per fill (EXCHANGE_FILLS columns) plus its order's ``client_order_id``, ``order_qty``
     (the order's total qty, NaN when the order is unknown), ``order_side``, ``order_status`` and
     :data:`ATTRIBUTION_COLUMNS`. A fill whose order is missing from ``exchange_orders`` can still be
-    attributed by the DB hint.
+    attributed by the DB hint; when ``exchange_orders`` repeats an order, its last row counts.
 
-    Every column added depends only on the fill's ``(account, exchange_order_id)``: the distinct
-    keys are attributed once and the result is gathered back onto the fills by position."""
-    eo = (exchange_orders[["account", "exchange_order_id", "client_order_id", "qty", "side", "status"]]
-          .rename(columns={"qty": "order_qty", "side": "order_side", "status": "order_status"})
-          .drop_duplicates(["account", "exchange_order_id"], keep="last"))
+    Every column added depends only on the fill's ``(account, exchange_order_id)``: the key strings
+    are hashed once (fills, exchange orders and DB orders together), the distinct keys of the fills
+    are attributed once, and the result is gathered back onto the fills by position."""
     f = fills.reset_index(drop=True)
-    codes, keys = _order_codes(f)
-    per_order = keys.merge(eo, on=["account", "exchange_order_id"], how="left")
-    assert len(per_order) == len(keys)
-    attr = _attribute_keys(per_order, profiles, db_orders, slices)
-    added = pd.concat([per_order.drop(columns=["account", "exchange_order_id"]), attr], axis=1)
-    added = added.take(codes).reset_index(drop=True)
+    eo = exchange_orders.reset_index(drop=True)
+    tags, db = _profile_tags(profiles), _db_rows(db_orders)
+    acc_f, acc_e, acc_d, acc_t = K.codes(f["account"], eo["account"], db["account"], tags["account"])
+    id_f, id_e, id_d = K.codes(f["exchange_order_id"], eo["exchange_order_id"], db["exchange_order_id"])
+    width = int(max(id_f.max(initial=-1), id_e.max(initial=-1), id_d.max(initial=-1))) + 1
+    order, keys = pd.factorize(acc_f * width + id_f)       # fill -> its distinct order key
+    rep = np.zeros(len(keys), np.int64)
+    rep[order] = np.arange(len(f))                         # any fill of the key: same account
+    key_e = acc_e * width + id_e
+    last = len(eo) - 1 - K.lookup(keys, key_e[::-1]) if len(eo) else np.full(len(keys), -1)
+    eo_pos = np.where(last < len(eo), last, -1)            # -1 - (-1) + len - 1 = len: not found
+    db_pos = K.lookup(keys, _db_winners(db, acc_d * width + id_d))
+
+    cid = K.take_str(eo["client_order_id"], eo_pos)
+    per_order = pd.DataFrame({
+        "client_order_id": cid.array,
+        "order_qty": K.at(eo["qty"].to_numpy("float64"), eo_pos, np.nan),
+        "order_side": K.take_few(eo["side"], eo_pos).array,
+        "order_status": K.take_few(eo["status"], eo_pos).array,
+    })
+    attr = _attribute_keys(cid, acc_f[rep], tags, acc_t, db, db_pos, slices)
+    added = pd.concat([per_order, attr], axis=1).take(order).reset_index(drop=True)
     return pd.concat([f, added], axis=1)

@@ -84,6 +84,19 @@ def trade_key(trade_id: str) -> str:
     return trade_id if _RAW_KEY_RE.match(trade_id) else _digest(trade_id)
 
 
+def is_raw_key_series(trade_ids: pd.Series) -> np.ndarray:
+    """Per id: is it its own trade key (1..20 characters of ``[A-Za-z0-9_]``)? NA is not."""
+    if trade_ids.dtype != "str":
+        return np.array([isinstance(t, str) and bool(_RAW_KEY_RE.match(t)) for t in trade_ids.tolist()], bool)
+    arr = _arrow(trade_ids)
+    raw = _np_bool(pc.match_substring_regex(arr, _RAW_KEY_RE.pattern))
+    # Python's ``$`` also matches before a final newline (RE2's does not): decide those ids in Python
+    nl = _np_bool(pc.match_substring(arr, "\n"))
+    if nl.any():
+        raw[nl] = [bool(_RAW_KEY_RE.match(t)) for t in trade_ids[nl].tolist()]
+    return raw
+
+
 def trade_key_series(trade_ids: pd.Series) -> pd.Series:
     """:func:`trade_key` of each id (NA stays NA). Only ids that are not raw keys are hashed (per
     value, by nature); raw keys are recognised vectorised."""
@@ -91,13 +104,8 @@ def trade_key_series(trade_ids: pd.Series) -> pd.Series:
         keys = [trade_key(t) if isinstance(t, str) and t else None for t in trade_ids.tolist()]
         return pd.Series(keys, index=trade_ids.index, dtype="str")
     s = trade_ids
-    arr = _arrow(s)
-    raw = _np_bool(pc.match_substring_regex(arr, _RAW_KEY_RE.pattern))
+    raw = is_raw_key_series(s)
     valid = s.notna().to_numpy(bool) & (s != "").to_numpy(bool)
-    # Python's ``$`` also matches before a final newline (RE2's does not): decide those ids in Python
-    nl = _np_bool(pc.match_substring(arr, "\n"))
-    if nl.any():
-        raw[nl] = [bool(_RAW_KEY_RE.match(t)) for t in s[nl].tolist()]
     out = s.where(valid).rename(None)
     todo = valid & ~raw
     if todo.any():
@@ -177,12 +185,19 @@ def parse_series(client_ids: pd.Series) -> pd.DataFrame:
     resend (Int64, NA when absent) and is_deterministic (bool); same index as ``client_ids``."""
     s = _as_str(client_ids)
     parts = _extract(s, CLIENT_ID_PATTERN, _PARSE_GROUPS)
-    ok = parts["sub_tag"].notna() & (s.str.len() <= MAX_LEN).fillna(False).astype(bool)
+    matched = parts["sub_tag"].notna().to_numpy(bool)
+    too_long = _np_bool(pc.greater(pc.utf8_length(_arrow(s)), MAX_LEN))
+    ok = matched & ~too_long
+    if (matched & too_long).any():  # the pattern cannot bound the length: drop the overlong matches
+        parts = {name: col.where(ok) for name, col in parts.items()}
     out = pd.DataFrame(index=s.index)
     for col in ("sub_tag", "role", "trade_key"):
-        out[col] = parts[col].where(ok).astype("str")
-    out["resend"] = pd.to_numeric(parts["resend"].where(ok), errors="coerce").astype("Int64")
-    out["is_deterministic"] = ok.astype(bool)
+        out[col] = parts[col]
+    # the group holds 1..999 or is empty (absent): Arrow's cast parses it without a Python round trip
+    resend = _arrow(parts["resend"])
+    resend = pc.if_else(pc.greater(pc.utf8_length(resend), 0), resend, pa.scalar(None, resend.type))
+    out["resend"] = pd.Series(pd.Int64Dtype().__from_arrow__(pc.cast(resend, pa.int64())), index=s.index)
+    out["is_deterministic"] = ok
     return out
 
 

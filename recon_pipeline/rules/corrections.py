@@ -13,6 +13,7 @@ name the columns they know.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -24,6 +25,8 @@ import pandas as pd
 
 from recon_pipeline.schemas import CORRECTIONS, FINDINGS, PARITY_ACTIONS, conform, empty
 
+_PLAIN = (str, int, bool)
+
 
 def _jsonable(value: Any) -> Any:
     t = type(value)  # fast paths by exact type; anything else takes the general chain below
@@ -31,15 +34,18 @@ def _jsonable(value: Any) -> Any:
         return value
     if t is float:
         return value if math.isfinite(value) else None
-    if t is dict:
-        return {str(k): _jsonable(v) for k, v in value.items()}
+    if t is dict:  # plain values inline: evidence documents are mostly strings and id lists
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else _jsonable(v)
+                for k, v in value.items()}
     if t is list:
-        return [_jsonable(v) for v in value]
+        return [v if type(v) in _PLAIN else _jsonable(v) for v in value]
     if value is None:
         return None
     if isinstance(value, pd.Timestamp):
         if pd.isna(value):
             return None
+        if value.tzinfo is datetime.UTC:  # already UTC: tz_convert would not change it
+            return value.isoformat()
         return (value.tz_convert("UTC") if value.tzinfo else value.tz_localize("UTC")).isoformat()
     if isinstance(value, (np.floating, float)):
         f = float(value)
@@ -66,10 +72,30 @@ def canonical_json(value: Any) -> str:
     return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def canonical_json_str_keys(value: Any) -> str:
+    """:func:`canonical_json` of a document whose dicts all have ``str`` keys (the caller's promise:
+    json would write a ``True`` or ``None`` key differently), in one pass of json's C encoder.
+
+    Values json does not know (timestamps, numpy scalars) go through the same conversion as in
+    :func:`canonical_json`; a NaN or infinite float falls back to it (it writes them as null)."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+                          default=_jsonable)
+    except ValueError:
+        return canonical_json(value)
+
+
 def correction_id(window_start: pd.Timestamp, action: str, target_table: str, target_id: str,
                   evidence_json: str) -> str:
     """32 hex chars of sha256 over the window, action, target and canonical evidence."""
-    window = pd.Timestamp(window_start).tz_convert("UTC").isoformat()
+    return _hash_id(_window_iso(window_start), action, target_table, target_id, evidence_json)
+
+
+def _window_iso(window_start: pd.Timestamp) -> str:
+    return pd.Timestamp(window_start).tz_convert("UTC").isoformat()
+
+
+def _hash_id(window: str, action: str, target_table: str, target_id: str, evidence_json: str) -> str:
     payload = "\x1f".join([window, action, target_table, target_id, evidence_json])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
@@ -100,10 +126,11 @@ def corrections_frame(rows: pd.DataFrame | list[dict] | None, *, parity_dry_run:
     if parity_dry_run:
         df["dry_run"] = df["dry_run"].astype(bool) | df["action"].isin(PARITY_ACTIONS)
     df = _to_schema(df, CORRECTIONS | {"correction_id": "str"}, constants, "corrections", fill_id=True)
+    windows = {w: _window_iso(w) for w in df["window_start"].unique()}
     df["correction_id"] = [
-        correction_id(w, a, t, i, e)
-        for w, a, t, i, e in zip(df["window_start"], df["action"], df["target_table"], df["target_id"],
-                                 df["evidence"], strict=True)
+        _hash_id(windows[w], a, t, i, e)
+        for w, a, t, i, e in zip(df["window_start"].tolist(), df["action"].tolist(), df["target_table"].tolist(),
+                                 df["target_id"].tolist(), df["evidence"].tolist(), strict=True)
     ]
     return conform(df, CORRECTIONS, name="corrections")
 

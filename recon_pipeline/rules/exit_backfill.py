@@ -58,7 +58,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from recon_pipeline.rules import keys as K
 from recon_pipeline.rules import state_after
 from recon_pipeline.rules.attribution import (
     STRENGTH_ORDER,
@@ -67,7 +70,7 @@ from recon_pipeline.rules.attribution import (
     lookup_str,
     strength_rank,
 )
-from recon_pipeline.rules.corrections import corrections_frame, findings_frame
+from recon_pipeline.rules.corrections import canonical_json_str_keys, corrections_frame, findings_frame
 from recon_pipeline.schemas import CORRECTIONS, FINDINGS, empty
 from recon_pipeline.settings import ReconSettings
 
@@ -89,9 +92,16 @@ class ExitBackfillResult:
 def _exit_side(fill_side: pd.Series) -> pd.Series:
     """The slice side a fill of this side would exit: sell -> long, buy -> short (NA otherwise)."""
     side = fill_side.astype("str")
-    return pd.Series("long", index=side.index, dtype="str").where(
-        (side == "sell").to_numpy(bool), pd.Series("short", index=side.index, dtype="str").where(
-            (side == "buy").to_numpy(bool)))
+    code = np.select([(side == "sell").to_numpy(bool), (side == "buy").to_numpy(bool)], [0, 1], -1)
+    return K.take_str(_EXIT_SIDES, code).set_axis(side.index)
+
+
+_EXIT_SIDES = pd.Series(["long", "short"], dtype="str")
+
+
+#: The columns of a :func:`_by_order` frame that the order findings read (fields and details).
+_FINDING_READS = ("symbol", "side", "exchange_order_id", "client_order_id", "named_trade", "strength", "qty",
+                  "notional", "candidates", "acct_n", "one")
 
 
 class _OrderFills:
@@ -114,7 +124,8 @@ class _OrderFills:
 
 def _by_order(f: pd.DataFrame) -> tuple[pd.DataFrame, _OrderFills]:
     """One row per exchange order of the fills in ``f`` (deterministic order), and its fill ids."""
-    f = f.assign(notional=f["qty"] * f["price"]).sort_values(["exchange_order_id", "fill_id"], kind="stable")
+    f = f.assign(notional=f["qty"] * f["price"])
+    f = f.take(_sort_order(f, ["exchange_order_id", "fill_id"]))
     g = f.groupby("exchange_order_id", dropna=False, sort=True)
     out = g.agg(symbol=("symbol", "first"), side=("side", "first"), exit_for=("exit_for", "first"),
                 qty=("qty", "sum"), notional=("notional", "sum"), order_qty=("order_qty", "first"),
@@ -126,7 +137,43 @@ def _by_order(f: pd.DataFrame) -> tuple[pd.DataFrame, _OrderFills]:
     return out.reset_index(), _OrderFills(f["fill_id"], g.ngroup().to_numpy())
 
 
-def _candidates(orders: pd.DataFrame, pool: pd.DataFrame, prefix: str, by_qty: bool = False) -> pd.DataFrame:
+class _Pool:
+    """OPEN slices of one scope (the profile's, or the account's), sorted by trade id once and
+    grouped by (symbol, side) once: the candidate questions below ask it for every order."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame.take(_sort_order(frame, ["trade_id"])).reset_index(drop=True)
+        self._groups: dict[bool, pd.DataFrame] = {}
+        self._lists: dict[tuple, list[str]] | None = None
+
+    def groups(self, by_qty: bool) -> pd.DataFrame:
+        """Per (symbol, side[, units]): n, first trade id and owner, earliest entry."""
+        if by_qty not in self._groups:
+            p, keys = self.frame, ["symbol", "side"]
+            if by_qty:
+                p = p.assign(units=np.rint(p["remaining"] / p["u"]))
+                keys = keys + ["units"]
+            self._groups[by_qty] = p.groupby(keys, dropna=True).agg(
+                n=("trade_id", "size"), trade=("trade_id", "first"), owner=("profile_id", "first"),
+                min_entry=("entry_time", "min"))
+        return self._groups[by_qty]
+
+    def id_lists(self) -> dict[tuple, list[str]]:
+        """The sorted trade ids of each (symbol, side) (groups with a missing key left out)."""
+        if self._lists is None:
+            p = self.frame.loc[(self.frame["symbol"].notna() & self.frame["side"].notna()).to_numpy(bool)]
+            group = K.key_codes([p["symbol"], p["side"]])[0]
+            rows = np.argsort(group, kind="stable")  # by group, trade id order kept within each
+            starts = np.flatnonzero(np.r_[True, group[rows][1:] != group[rows][:-1]]) if len(rows) else rows
+            ids = p["trade_id"].to_numpy(object)[rows].tolist()
+            heads = rows[starts]
+            keys = zip(p["symbol"].take(heads).tolist(), p["side"].take(heads).tolist(), strict=True)
+            bounds = [*starts.tolist(), len(rows)]
+            self._lists = {k: ids[b:e] for k, b, e in zip(keys, bounds[:-1], bounds[1:], strict=True)}
+        return self._lists
+
+
+def _candidates(orders: pd.DataFrame, pool: _Pool, prefix: str, by_qty: bool = False) -> pd.DataFrame:
     """Per order (aligned by position): ``{prefix}_n`` OPEN slices of ``pool`` on its symbol and exit
     side, ``{prefix}_trade`` / ``{prefix}_owner`` (meaningful when n == 1) and ``{prefix}_min_entry``.
 
@@ -134,32 +181,27 @@ def _candidates(orders: pd.DataFrame, pool: pd.DataFrame, prefix: str, by_qty: b
     amount precision count (qty_unique). Keyed many-to-one on (symbol, side[, qty units]): no
     order x slice cross product."""
     keys = ["symbol", "side"]
-    p = pool.sort_values("trade_id", kind="stable")
     o = orders[["symbol", "exit_for", "order_qty", "u"]].rename(columns={"exit_for": "side"})
     if by_qty:
-        p = p.assign(units=np.rint(p["remaining"] / p["u"]))
         o = o.assign(units=np.rint(o["order_qty"] / o["u"]))
         keys = keys + ["units"]
-    g = p.groupby(keys, dropna=True).agg(n=("trade_id", "size"), trade=("trade_id", "first"),
-                                          owner=("profile_id", "first"), min_entry=("entry_time", "min"))
-    out = o[keys].merge(g, left_on=keys, right_index=True, how="left")
+    out = o[keys].merge(pool.groups(by_qty), left_on=keys, right_index=True, how="left")
     out = out.drop(columns=keys).reset_index(drop=True)
     out["n"] = out["n"].fillna(0).astype("int64")
     return out.rename(columns={c: f"{prefix}_{c}" for c in out.columns})
 
 
-def _group_slices(orders: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
+def _group_slices(orders: pd.DataFrame, pool: _Pool) -> pd.DataFrame:
     """trade_id of every slice of ``pool`` on a (symbol, exit side) of one of ``orders``."""
     groups = orders[["symbol", "exit_for"]].drop_duplicates().rename(columns={"exit_for": "side"})
-    return pool.merge(groups, on=["symbol", "side"])[["trade_id", "symbol", "side"]]
+    return pool.frame.merge(groups, on=["symbol", "side"])[["trade_id", "symbol", "side"]]
 
 
-def _id_lists(orders: pd.DataFrame, pool: pd.DataFrame) -> pd.Series:
+def _id_lists(orders: pd.DataFrame, pool: _Pool) -> pd.Series:
     """Per order (aligned by position): the sorted trade ids of ``pool`` on its symbol and exit side."""
-    gs = _group_slices(orders, pool).sort_values("trade_id")
-    lists = gs.groupby(["symbol", "side"])["trade_id"].agg(list).rename("ids")
-    m = orders[["symbol", "exit_for"]].merge(lists, left_on=["symbol", "exit_for"], right_index=True, how="left")
-    return pd.Series([v if isinstance(v, list) else [] for v in m["ids"].tolist()], index=orders.index)
+    lists = pool.id_lists()
+    keys = zip(orders["symbol"].tolist(), orders["exit_for"].tolist(), strict=True)
+    return pd.Series([lists.get(k, []) for k in keys], index=orders.index, dtype=object)
 
 
 def _lists_by_trade(rows: pd.DataFrame, cols: tuple[str, ...]) -> tuple[dict[str, list], ...]:
@@ -171,6 +213,15 @@ def _lists_by_trade(rows: pd.DataFrame, cols: tuple[str, ...]) -> tuple[dict[str
             if isinstance(t, str):
                 d.setdefault(t, []).append(v)
     return out
+
+
+def _sort_order(df: pd.DataFrame, by: list[str]) -> np.ndarray:
+    """Positions that sort ``df`` by the columns ``by`` ascending, missing values last, stable: what
+    ``sort_values(by, kind="stable")`` does, through Arrow's multi-key sort (pandas factorises and
+    sorts every string key column separately)."""
+    table = pa.table({c: pa.array(df[c].array) if df[c].dtype != "str" else K.arrow(df[c]) for c in by})
+    keys = [(c, "ascending", "at_end") for c in by]
+    return pc.sort_indices(table, sort_keys=keys).to_numpy()
 
 
 def _present(values: list) -> list:
@@ -197,11 +248,12 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     window_end = window_start + window_length
 
     mk = markets.loc[markets["account"] == account, ["symbol", "amount_precision"]].drop_duplicates("symbol")
-    sl = slices.loc[slices["account"] == account].merge(
-        mk.rename(columns={"amount_precision": "u"}), on="symbol", how="left")
+    sl = slices.loc[(slices["account"] == account).to_numpy(bool)].reset_index(drop=True)
+    sl["u"] = K.at(mk["amount_precision"].to_numpy("float64"), lookup_str(sl["symbol"], mk["symbol"]), np.nan)
     sl["remaining"] = sl["entry_qty"] - sl["exit_qty"].fillna(0.0)
     acct_open = sl.loc[sl["status"] == "OPEN"]
-    my_open = acct_open.loc[acct_open["profile_id"] == profile_id]
+    my_open = _Pool(acct_open.loc[(acct_open["profile_id"] == profile_id).to_numpy(bool)])
+    acct_open = _Pool(acct_open)
 
     f = fills.loc[(fills["account"] == account) & (fills["ts"] <= as_of)]
     att = attribute_fills(f, exchange_orders, profiles, db_orders, slices)
@@ -223,7 +275,8 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
 
     def order_findings(rows: pd.DataFrame, fill_ids: _OrderFills, reason: str, detail, kind: str = "NO_GO",
                        trade_col: str | None = None, attribution: str | None = None) -> None:
-        rows = rows.assign(fill_ids=fill_ids.joined(rows))
+        # only the columns a finding reads: itertuples converts every value of every column
+        rows = rows[[c for c in _FINDING_READS if c in rows.columns]].assign(fill_ids=fill_ids.joined(rows))
         for r in rows.itertuples(index=False):
             findings.append({
                 "kind": kind, "reason": reason, "symbol": r.symbol,
@@ -306,16 +359,15 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
         # an untied fill looks like an exit of this profile when it could close one of its OPEN slices
         # and is not older than the earliest of them (minus the grace)
         has_cand = ((rest["mine_n"] >= 1) & (rest["last_ts"] >= rest["mine_min_entry"] - grace)).fillna(False)
-        rest["candidates"] = _id_lists(rest, my_open)
         ambiguous = use & has_cand & (rest["acct_n"] >= 2)
-        amb = rest.loc[ambiguous]
+        amb = rest.loc[ambiguous].assign(candidates=lambda d: _id_lists(d, my_open))
         if len(amb):
             order_findings(amb, fo_ids, "AMBIGUOUS", lambda r: (
                 f"untied {r.side} fills of order {r.exchange_order_id} match {r.acct_n} OPEN slices on the "
                 f"account, {len(r.candidates)} of this profile ({_fmt_ids(r.candidates)}); no heuristic "
                 "picks one."), attribution="none")
             no_go.append(_group_slices(amb, my_open)[["trade_id"]].assign(reason="AMBIGUOUS"))
-        noatt = rest.loc[has_cand & ~ambiguous].copy()
+        noatt = rest.loc[has_cand & ~ambiguous].assign(candidates=lambda d: _id_lists(d, my_open))
         if len(noatt):
             noatt["one"] = np.where(noatt["mine_n"] == 1, noatt["mine_trade"], None)
             why = ("strong attribution is required" if settings.backfill_require_strong
@@ -370,8 +422,11 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
             f"fills {r.fill_ids} predate slice {r.trade_id}'s entry by more than the "
             f"{settings.backfill_grace_minutes:g}-minute grace; rejected as stale evidence."))
 
-    ev = a.loc[ok].copy()
-    ev = ev.sort_values(["trade_id", "ts", "fill_id"], kind="stable").reset_index(drop=True)
+    # the evidence: only the columns read below and returned, sorted once (one gather of its rows)
+    evidence_cols = list(dict.fromkeys([*fills.columns, "trade_id", "assigned_strength"]))
+    rows = np.flatnonzero(ok.to_numpy(bool))
+    rows = rows[_sort_order(a[["trade_id", "ts", "fill_id"]].take(rows), ["trade_id", "ts", "fill_id"])]
+    ev = a[list(dict.fromkeys([*evidence_cols, "client_order_id"]))].take(rows).reset_index(drop=True)
     ev["notional"] = ev["qty"] * ev["price"]
     ev["rank"] = strength_rank(ev["assigned_strength"])
     agg = ev.groupby("trade_id").agg(
@@ -401,10 +456,12 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
         ev_need, ("fill_id", "exchange_order_id", "client_order_id", "assigned_strength"))
     lists = {t: (sorted(fid_l[t]), sorted(set(_present(eoid_l[t]))), sorted(set(_present(cid_l[t]))),
                  sorted(set(str_l[t]))) for t in fid_l}
-    j["fill_ids"] = [lists[t][0] if t in lists else np.nan for t in j["trade_id"].tolist()]
-    j["eoids"] = [lists[t][1] if t in lists else np.nan for t in j["trade_id"].tolist()]
-    j["cids"] = [lists[t][2] if t in lists else np.nan for t in j["trade_id"].tolist()]
-    j["strengths"] = [lists[t][3] if t in lists else np.nan for t in j["trade_id"].tolist()]
+
+    def with_lists(rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` of ``j`` with their id lists (NaN for a slice without evidence)."""
+        ts = rows["trade_id"].tolist()
+        return rows.assign(**{col: [lists[t][i] if t in lists else np.nan for t in ts]
+                              for i, col in enumerate(("fill_ids", "eoids", "cids", "strengths"))})
     fees = (ev_need.dropna(subset=["fee_cost", "fee_currency"]).groupby(["trade_id", "fee_currency"])["fee_cost"]
             .sum().reset_index())
     fee_map: dict[str, dict[str, float]] = {}
@@ -412,7 +469,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
         fee_map.setdefault(t, {})[cur] = float(cost)
 
     corr_rows: list[dict] = []
-    for r in j.loc[backfill].assign(closes=closes[backfill]).itertuples(index=False):
+    for r in with_lists(j.loc[backfill]).assign(closes=closes[backfill]).itertuples(index=False):
         vwap = r.notional / r.total
         status = "CLOSED" if r.closes else "OPEN"
         fees_r = dict(sorted(fee_map.get(r.trade_id, {}).items()))
@@ -424,9 +481,12 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
                     "vwap": vwap, "last_fill_ts": r.last_ts, "fees": fees_r, "entry_qty": float(r.entry_qty),
                     "db_exit_qty": float(r.exit_qty0), "amount_precision": float(r.u)}
         drift = (r.total - r.exit_qty0) * vwap
+        # the documents have str keys only: serialised here by json's encoder in one pass
         corr_rows.append({"action": "BACKFILL_EXIT", "target_table": "trade_history", "target_id": r.trade_id,
-                          "expected_state": {"status": r.status, "exit_qty": float(r.exit_qty0)},
-                          "new_state": new_state, "evidence": evidence, "attribution": strength,
+                          "expected_state": canonical_json_str_keys({"status": r.status,
+                                                                     "exit_qty": float(r.exit_qty0)}),
+                          "new_state": canonical_json_str_keys(new_state),
+                          "evidence": canonical_json_str_keys(evidence), "attribution": strength,
                           "notional_usd": drift})
         findings.append({
             "kind": "MISSING_EXIT", "reason": "PARTIAL_EXIT" if status == "OPEN" else "EXIT",
@@ -441,7 +501,7 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     def judged(mask: np.ndarray, reason: str, detail) -> None:
         if not mask.any():
             return
-        rows = j.loc[mask]
+        rows = with_lists(j.loc[mask])
         for r in rows.itertuples(index=False):
             fids = ",".join(r.fill_ids) if isinstance(r.fill_ids, list) else None
             price = (r.notional / r.total) if r.total else (r.exit_price if pd.notna(r.exit_price)
@@ -475,7 +535,6 @@ def backfill_exits(slices: pd.DataFrame, fills: pd.DataFrame, exchange_orders: p
     ng = (pd.concat(no_go, ignore_index=True).dropna().drop_duplicates().sort_values(["trade_id", "reason"])
           .reset_index(drop=True) if no_go else pd.DataFrame({"trade_id": [], "reason": []}))
     ng = ng.astype({"trade_id": "str", "reason": "str"})
-    evidence_cols = list(fills.columns) + ["trade_id", "assigned_strength"]
     return ExitBackfillResult(
         findings=fdf, corrections=cdf, evidence=ev[evidence_cols] if len(ev) else ev.reindex(
             columns=evidence_cols),
