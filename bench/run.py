@@ -3,7 +3,7 @@
 Each measurement runs in its own process (``bench.worker``), so its peak memory is its own. Options:
 ``--sizes 1e5,1e6,5e6`` (default), ``--quick`` (1e5 only, small I/O, one repeat), ``--repeats N``,
 ``--skip-io``, ``--skip-suites``. Exit status 1 when implementations disagree (the diff is printed);
-the PASS/FAIL of the targets is reported, not enforced (the pipeline does not meet them yet).
+the PASS/FAIL of the targets is reported, not enforced.
 """
 
 from __future__ import annotations
@@ -127,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 
     for n in sizes:
         ratio(f"rules pandas/DuckDB time @{_fmt_n(n)}", med(n, "pandas"), med(n, "duckdb"), "<= 1.5", lambda v: v <= 1.5)
-        ratio(f"rules loop/pandas time @{_fmt_n(n)}", med(n, "loop"), med(n, "pandas"), ">= 3", lambda v: v >= 3)
+        # the issue sets the loop target at 1e6 fills; below that the ratio is shown for information
+        ratio(f"rules loop/pandas time @{_fmt_n(n)}", med(n, "loop"), med(n, "pandas"),
+              ">= 3" if n >= 1_000_000 else "(none below 1e6)", (lambda v: v >= 3) if n >= 1_000_000 else (lambda v: None))
         ratio(f"rules pandas/DuckDB working memory @{_fmt_n(n)}", med(n, "pandas", "working"),
               med(n, "duckdb", "working"), "<= 2", lambda v: v <= 2)
     if (5_000_000, "pandas") in rules:
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         table.append(f"| {step} | {_fmt_n(n)} | {impl} | {t:.2f} | {_mib(w)} | {runs} | {_mib(peak)} |")
     rtable = ["| ratio | measured | target | result |", "|---|---:|---|---|"]
     for name, v, target, ok in ratios:
-        rtable.append(f"| {name} | {v:.2f} | {target} | {'PASS' if ok else 'FAIL'} |")
+        rtable.append(f"| {name} | {v:.2f} | {target} | {'-' if ok is None else 'PASS' if ok else 'FAIL'} |")
     load = os.getloadavg()
     agree = "implementations agree" if not failed else "IMPLEMENTATIONS DISAGREE (or a worker failed): see above"
     text = "\n".join(table) + "\n\n" + "\n".join(rtable) + f"\n\n{agree}; total wall time {total / 60:.1f} min; load average at the end {load}\n"
