@@ -275,16 +275,60 @@ def _sync_trading_paused(conn: Connection, profile_id: str) -> None:
                  {"v": bool(open_count), "p": profile_id})
 
 
+# The derived recomputation reads the tables as they are, including rows the snapshot excluded as BAD_ROW
+# (recon_pipeline.validation.snapshots): a NaN or infinite qty or price there would make the whole sum NaN
+# and be written into capital_ledger / positions. Such rows are skipped, as the ledger rule never saw them:
+# the value checks of the snapshot's row rules that bear on the two formulas (DESIGN 4.6), in portable SQL.
+# "Finite" is ``abs(x) < 1e308``: false for +-Infinity, for NULL, and for NaN (Postgres sorts NaN above
+# every number; SQLite stores NaN as NULL).
+_FINITE = "(abs({0}) < 1e308)"
+_SLICE_VALUES_OK = " AND ".join([
+    "side IN ('long', 'short')",
+    _FINITE.format("entry_qty"), "entry_qty > 0",                         # NON_FINITE_QTY / NON_POSITIVE_QTY
+    _FINITE.format("exit_qty"), "exit_qty >= 0",                          # NEGATIVE_EXIT_QTY
+    "exit_qty <= entry_qty + abs(entry_qty) * 1e-9 + 1e-12",              # EXIT_EXCEEDS_ENTRY
+    _FINITE.format("entry_price"), "entry_price > 0",                     # NON_POSITIVE_PRICE
+])
+# remaining qty, never negative (an exit within float noise above the entry counts as fully exited)
+_REMAINING = "(CASE WHEN entry_qty > exit_qty THEN entry_qty - exit_qty ELSE 0 END)"
+
+
+def _price_ok(col: str) -> str:
+    """A limit / average price the snapshot keeps: absent (NULL, or NaN: a market order) or finite and > 0."""
+    return f"({col} IS NULL OR {col} = 'NaN' OR ({_FINITE.format(col)} AND {col} > 0))"
+
+
+_ORDER_VALUES_OK = " AND ".join([
+    _FINITE.format("qty"), "qty > 0",                                     # NON_FINITE_QTY / NON_POSITIVE_QTY
+    _FINITE.format("filled_qty"), "filled_qty >= 0",                      # NON_FINITE_FILLED / NEGATIVE_FILLED
+    "filled_qty <= qty + abs(qty) * 1e-9 + 1e-12",                        # FILLED_EXCEEDS_QTY
+    _price_ok("price"), _price_ok("avg_fill_price"),                      # NON_POSITIVE_PRICE
+])
+# an open entry order without a usable limit price (a market order) is priced at its average fill price,
+# else it reserves nothing (recon_pipeline.rules.ledger)
+_ORDER_PRICE = (f"(CASE WHEN {_FINITE.format('price')} THEN price"
+                f" WHEN {_FINITE.format('avg_fill_price')} THEN avg_fill_price END)")
+_RESERVED_SQL = (
+    f"SELECT COALESCE((SELECT sum({_REMAINING} * entry_price) FROM trade_history"
+    f"                 WHERE profile_id = :p AND status = 'OPEN' AND {_SLICE_VALUES_OK}), 0)"
+    f" + COALESCE((SELECT sum((CASE WHEN qty > filled_qty THEN qty - filled_qty ELSE 0 END) * {_ORDER_PRICE})"
+    f"             FROM orders WHERE profile_id = :p AND role = 'ENTRY'"
+    f"             AND status IN ('NEW', 'OPEN', 'PARTIALLY_FILLED') AND {_ORDER_VALUES_OK}), 0)")
+_POSITION_SQL = (
+    f"SELECT COALESCE(sum(CASE WHEN side = 'long' THEN {_REMAINING} ELSE -{_REMAINING} END), 0),"
+    f" sum({_REMAINING} * entry_price) / NULLIF(sum({_REMAINING}), 0)"
+    f" FROM trade_history WHERE profile_id = :p AND symbol = :s AND status = 'OPEN' AND {_SLICE_VALUES_OK}")
+
+
 def _apply_derived(conn: Connection, row, now) -> tuple[str, str]:
-    """Recompute reservations / a position from the tables as they are now, inside the transaction."""
+    """Recompute reservations / a position from the tables as they are now, inside the transaction.
+
+    Rows with a non-finite or invalid qty or price (the snapshot's BAD_ROWs) are skipped, never summed
+    (see ``_SLICE_VALUES_OK`` / ``_ORDER_VALUES_OK``), so a NaN is never written.
+    """
     if row.action == "RESERVATION_UPDATE":
         profile_id = row.target_id
-        reserved = conn.execute(sa.text(
-            "SELECT COALESCE((SELECT sum((entry_qty - exit_qty) * entry_price) FROM trade_history"
-            "                 WHERE profile_id = :p AND status = 'OPEN'), 0)"
-            " + COALESCE((SELECT sum((qty - filled_qty) * price) FROM orders WHERE profile_id = :p"
-            "             AND role = 'ENTRY' AND status IN ('NEW', 'OPEN', 'PARTIALLY_FILLED')"
-            "             AND price IS NOT NULL), 0)"), {"p": profile_id}).scalar()
+        reserved = conn.execute(sa.text(_RESERVED_SQL), {"p": profile_id}).scalar()
         reserved = float(reserved or 0.0)
         current = conn.execute(sa.text("SELECT reserved_usd FROM capital_ledger WHERE profile_id = :p"),
                                {"p": profile_id}).scalar()
@@ -296,11 +340,7 @@ def _apply_derived(conn: Connection, row, now) -> tuple[str, str]:
             " updated_at = excluded.updated_at"), {"p": profile_id, "r": reserved, "t": ts_param(conn, now)})
         return ("APPLIED", f"reserved_usd recomputed: {reserved:.8g}")
     profile_id, symbol = row.target_id.split("|", 1)
-    qty, avg = conn.execute(sa.text(
-        "SELECT COALESCE(sum(CASE WHEN side = 'long' THEN entry_qty - exit_qty ELSE exit_qty - entry_qty END), 0),"
-        " sum((entry_qty - exit_qty) * entry_price) / NULLIF(sum(entry_qty - exit_qty), 0)"
-        " FROM trade_history WHERE profile_id = :p AND symbol = :s AND status = 'OPEN'"),
-        {"p": profile_id, "s": symbol}).one()
+    qty, avg = conn.execute(sa.text(_POSITION_SQL), {"p": profile_id, "s": symbol}).one()
     qty = float(qty or 0.0)
     current = conn.execute(sa.text("SELECT qty FROM positions WHERE profile_id = :p AND symbol = :s"),
                            {"p": profile_id, "s": symbol}).scalar()

@@ -18,7 +18,6 @@ orders, positions, balances, mark prices).
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import time
@@ -189,7 +188,13 @@ def fast_backoff(monkeypatch):
     """Shorten the exchange client's back-off (retry count and the 418 / Retry-After rules unchanged)."""
     from recon_pipeline.exchange import client
 
-    monkeypatch.setattr(client, "make_exchange", functools.partial(client.make_exchange, retry_backoff_s=0.05))
+    original = client.make_exchange
+
+    def fast(*args, **kwargs):  # the resource passes retry_backoff_s itself: override it, not a default
+        kwargs["retry_backoff_s"] = 0.05
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client, "make_exchange", fast)
 
 
 # --- database-fault helpers ------------------------------------------------------------------------------
