@@ -117,8 +117,6 @@ def _env() -> None:
 
 
 def through_dagster(url: str) -> tuple[float, dict[str, float], object]:
-    from dagster import DagsterEventType
-
     from recon_pipeline.runner import get_instance, reconcile_partition
 
     instance = get_instance()
@@ -127,8 +125,15 @@ def through_dagster(url: str) -> tuple[float, dict[str, float], object]:
     wall = time.perf_counter() - t0
     if not outcome.success:
         raise SystemExit(f"run failed: {outcome.error}")
+    return wall, step_durations(instance, outcome.run_id), outcome
+
+
+def step_durations(instance, run_id: str) -> dict[str, float]:
+    """Seconds from each step's start to its success, from the run's event log."""
+    from dagster import DagsterEventType
+
     starts, steps = {}, {}
-    for rec in instance.all_logs(outcome.run_id):
+    for rec in instance.all_logs(run_id):
         ev = rec.dagster_event
         if ev is None or ev.step_key is None:
             continue
@@ -136,7 +141,7 @@ def through_dagster(url: str) -> tuple[float, dict[str, float], object]:
             starts[ev.step_key] = rec.timestamp
         elif ev.event_type == DagsterEventType.STEP_SUCCESS:
             steps[ev.step_key] = rec.timestamp - starts[ev.step_key]
-    return wall, steps, outcome
+    return steps
 
 
 def standalone(url: str) -> tuple[float, dict[str, float]]:
@@ -183,7 +188,8 @@ def standalone(url: str) -> tuple[float, dict[str, float]]:
 
 MULTIPROCESS_RUN = """
 import os, sys, time
-from dagster import DagsterInstance, DagsterEventType, execute_job
+from dagster import DagsterInstance, execute_job
+from bench.e2e import step_durations
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from bench.generate import RUNNING_PROFILE, WINDOW_START
 from recon_pipeline.partitions import partition_key, sync_profile_partitions
@@ -196,16 +202,7 @@ with DagsterInstance.get() as instance:
     t0 = time.perf_counter()
     result = execute_job(job, instance=instance, tags=tags, raise_on_error=False)
     wall = time.perf_counter() - t0
-    starts, steps = {}, {}
-    for rec in instance.all_logs(result.run_id):
-        ev = rec.dagster_event
-        if ev is None or ev.step_key is None:
-            continue
-        if ev.event_type == DagsterEventType.STEP_START:
-            starts[ev.step_key] = rec.timestamp
-        elif ev.event_type == DagsterEventType.STEP_SUCCESS:
-            steps[ev.step_key] = rec.timestamp - starts[ev.step_key]
-    print("RESULT", result.success, wall, repr(steps))
+    print("RESULT", result.success, wall, repr(step_durations(instance, result.run_id)))
 """
 
 

@@ -68,9 +68,14 @@ def read_trade_history(conn: Connection, account: str, window_start, window_end,
                        grace_minutes: float = 0.0) -> pd.DataFrame:
     """The account's slices a reconciliation of the window can need (all profiles: parity nets per account).
 
-    Every OPEN slice; every slice touched in the window; and every slice entered or exited since the
-    oldest OPEN slice's entry minus grace (the start of the fills span): a fill in that span may name
-    a slice that is already CLOSED, and without the slice it would look like an unknown trade.
+    Every OPEN slice; every slice touched in the window; and every slice alive at some point of the
+    fills span: entered or exited since the oldest OPEN slice's entry minus grace (the start of the
+    span), and entered by the latest as-of time a run of this window can have, one window length after
+    its end (a run is live only while less than a window length has passed). A fill in the span may
+    name a slice that is already CLOSED, and without the slice it would look like an unknown trade;
+    a slice entered after the span cannot be named by its fills. That upper bound keeps a historical
+    window from reading every later slice of the account: backfilling the first hour of a busy week
+    read the whole week.
     """
     oldest = conn.execute(sa.text(
         "SELECT min(t.entry_time) FROM trade_history t JOIN profiles p ON p.profile_id = t.profile_id"
@@ -88,12 +93,14 @@ def read_trade_history(conn: Connection, account: str, window_start, window_end,
          WHERE p.account = :account
            AND (t.status = 'OPEN'
                 OR (t.updated_at >= :start AND t.updated_at < :end)
-                OR t.exit_time >= :since
-                OR t.entry_time >= :since)
+                OR (t.entry_time <= :upper AND (t.exit_time >= :since OR t.entry_time >= :since)))
          ORDER BY t.trade_id"""
+    end = pd.Timestamp(window_end)
+    upper = end + (end - pd.Timestamp(window_start))
     params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end),
-              "since": ts_param(conn, since)}
-    types = {"account": "text", "start": "timestamptz", "end": "timestamptz", "since": "timestamptz"}
+              "since": ts_param(conn, since), "upper": ts_param(conn, upper)}
+    types = {"account": "text", "start": "timestamptz", "end": "timestamptz", "since": "timestamptz",
+             "upper": "timestamptz"}
     return _read_bulk(conn, sql, params, types, schemas.TRADE_HISTORY, "db_trade_history")
 
 

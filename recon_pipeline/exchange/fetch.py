@@ -282,34 +282,39 @@ _FILL_COLUMNS = ["account", "fill_id", "exchange_order_id", "symbol", "side", "q
                  "fee_currency", "ts"]
 
 
-def _raw_trades_call(ex: Any, market: Mapping) -> Callable[..., list]:
-    """A ``fetch_my_trades``-shaped call that returns Binance's own rows (``myTrades`` / ``userTrades``),
-    each with ``timestamp`` added for :func:`_page_window`.
-
-    ccxt's unified parsing (``parse_trade`` -> ``safe_trade`` -> fee reduction, symbol lookup, sort)
-    costs about 50 us per fill, which made it the largest single cost of a window's snapshot
-    (1e4 fills: half a second; a live run at 1e6 fills: about a minute). The request still goes
-    through ccxt (signing, retries, error mapping, the strict-body checks of the client); only the
-    unified parse is skipped, and :func:`_raw_fill_row` reads the few fields the snapshot needs, with
-    ccxt's meaning (same request parameters as ``fetch_my_trades``)."""
-    method = ex.privateGetMyTrades if market["type"] == "spot" else ex.fapiPrivateGetUserTrades
-
+def _raw_page_call(method: Callable[[dict], Any], market: Mapping, id_param: str, id_key: str) -> Callable[..., list]:
+    """A ``fetch_my_trades`` / ``fetch_orders``-shaped call (what :func:`_page_window` pages with) that
+    sends the request ccxt's unified method would send and returns Binance's own rows, each with the
+    ``timestamp`` and ``id`` the pager reads."""
     def call(symbol: str, since: int | None, limit: int, params: Mapping) -> list:
         request: dict[str, Any] = {"symbol": market["id"], "limit": limit}
         if since is not None:
             request["startTime"] = since
         if params.get("until") is not None:
             request["endTime"] = params["until"]
-        if params.get("fromId") is not None:
-            request["fromId"] = params["fromId"]
+        if params.get(id_param) is not None:
+            request[id_param] = params[id_param]
         rows = method(request)
         if not isinstance(rows, list):
             raise _Malformed(f"a page is {type(rows).__name__}, not a list")
         for row in rows:
             if isinstance(row, dict):
-                row["timestamp"] = row.get("time")
+                row["timestamp"], row["id"] = row.get("time"), row.get(id_key)
         return rows
     return call
+
+
+def _raw_trades_call(ex: Any, market: Mapping) -> Callable[..., list]:
+    """Binance's own ``myTrades`` / ``userTrades`` rows, paged like ``fetch_my_trades``.
+
+    ccxt's unified parsing (``parse_trade`` -> ``safe_trade`` -> fee reduction, symbol lookup, sort)
+    costs about 50 us per fill, which made it the largest single cost of a window's snapshot
+    (1e4 fills: half a second; a live run at 1e6 fills: about a minute). The request still goes
+    through ccxt (signing, retries, error mapping, the strict-body checks of the client); only the
+    unified parse is skipped, and :func:`_raw_fill_row` reads the few fields the snapshot needs, with
+    ccxt's meaning (``recon_pipeline_tests/exchange/test_raw_rows_match_ccxt.py`` holds it to that)."""
+    method = ex.privateGetMyTrades if market["type"] == "spot" else ex.fapiPrivateGetUserTrades
+    return _raw_page_call(method, market, "fromId", "id")
 
 
 def _raw_fill_row(ex: Any, account: str, symbol: str, market_id: str, t: Mapping, contract_size: float) -> tuple:
@@ -366,27 +371,10 @@ def _order_row(account: str, o: dict, contract_size: float) -> dict:
 
 
 def _raw_orders_call(ex: Any, market: Mapping) -> Callable[..., list]:
-    """A ``fetch_orders``-shaped call returning Binance's own ``allOrders`` rows (with ``timestamp`` and
-    ``id`` added for :func:`_page_window`): the request is ccxt's (same parameters as ``fetch_orders``),
-    the parse is :func:`_unified_order` (ccxt's ``parse_order`` + ``safe_order`` cost ~130 us an order)."""
+    """Binance's own ``allOrders`` rows, paged like ``fetch_orders``; :func:`_unified_order` reads them
+    (ccxt's ``parse_order`` + ``safe_order`` cost ~130 us an order)."""
     method = ex.privateGetAllOrders if market["type"] == "spot" else ex.fapiPrivateGetAllOrders
-
-    def call(symbol: str, since: int | None, limit: int, params: Mapping) -> list:
-        request: dict[str, Any] = {"symbol": market["id"], "limit": limit}
-        if since is not None:
-            request["startTime"] = since
-        if params.get("until") is not None:
-            request["endTime"] = params["until"]
-        if params.get("orderId") is not None:
-            request["orderId"] = params["orderId"]
-        rows = method(request)
-        if not isinstance(rows, list):
-            raise _Malformed(f"a page is {type(rows).__name__}, not a list")
-        for row in rows:
-            if isinstance(row, dict):
-                row["timestamp"], row["id"] = row.get("time"), row.get("orderId")
-        return rows
-    return call
+    return _raw_page_call(method, market, "orderId", "orderId")
 
 
 def _unified_order(ex: Any, market: Mapping, o: Mapping) -> dict:
