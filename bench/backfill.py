@@ -35,14 +35,12 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
-import psycopg2
 import sqlalchemy as sa
 
-from bench import week
+from bench import scratch_db, week
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ADMIN = os.environ.get("RECON_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 TABLE_ORDER = ("profiles", "trade_history", "orders", "positions", "capital_ledger")
 FINDING_COLS = ["window_start", "kind", "reason", "symbol", "trade_id", "exchange_order_id", "client_order_id",
                 "fill_ids", "attribution", "qty_db", "qty_exchange", "notional_usd"]
@@ -51,37 +49,11 @@ RUN_COLS = ["window_start", "status", "mismatch_count", "missing_from_exchange",
             "correction_count"]
 
 
-def _url(db: str) -> str:
-    return ADMIN.rsplit("/", 1)[0] + "/" + db
-
-
 def _fresh_database(name: str, data: Path) -> str:
-    from recon_pipeline.db.engine import make_engine
-    from recon_pipeline.db.migrate import upgrade
-
-    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = _url(name)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    with psycopg2.connect(url.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+    def fill(cur) -> None:
         for table in TABLE_ORDER:
-            with open(data / f"{table}.csv") as fh:
-                header = fh.readline().strip()
-                cur.copy_expert(f"COPY {table} ({header}) FROM STDIN WITH (FORMAT csv)", fh)
-        cur.execute("ANALYZE")
-    return url
-
-
-def _drop(name: str) -> None:
-    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+            scratch_db.copy_csv_file(cur, table, data / f"{table}.csv")
+    return scratch_db.create(name, fill)
 
 
 def _free_port() -> int:
@@ -221,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         emulator.wait()
         if not args.keep:
             for name in names.values():
-                _drop(name)
+                scratch_db.drop(name)
 
     one = statistics.median(singles)
     ratio = wall / one

@@ -24,9 +24,7 @@ The partition is the live run of window 2026-11-30T09:00Z of profile ``p_alpha``
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
-import io
 import os
 import pickle
 import resource
@@ -34,12 +32,10 @@ import sys
 import time
 
 import pandas as pd
-import psycopg2
-import sqlalchemy as sa
 
+from bench import scratch_db
 from bench.generate import NOW, RUNNING_PROFILE, WINDOW_START, load_cached
 
-ADMIN = os.environ.get("RECON_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 DB = "recon_bench_e2e"
 TABLES = {
     "profiles": ["profile_id", "exchange", "account", "market_type", "sub_tag", "allocated_capital_usd",
@@ -57,41 +53,15 @@ ORDER = ("db_snapshot", "exchange_snapshot", "order_reconciliation", "exit_backf
          "ledger_reconciliation", "mismatch_report", "no_go_queue", "corrective_batch", "reconciliation_health")
 
 
-def _copy_in(cur, table: str, df: pd.DataFrame) -> None:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
-    buf.seek(0)
-    cur.copy_expert(f"COPY {table} ({', '.join(df.columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
-
-
 def load_database(ds) -> str:
-    from recon_pipeline.db.engine import make_engine
-    from recon_pipeline.db.migrate import upgrade
-
-    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{DB}"'))
-    admin.dispose()
-    url = ADMIN.rsplit("/", 1)[0] + "/" + DB
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
     streaks = ds.streaks.assign(updated_at=NOW - pd.Timedelta(hours=1))
     frames = {"profiles": ds.profiles, "trade_history": ds.slices, "orders": ds.db_orders,
               "recon_parity_streaks": streaks}
-    with psycopg2.connect(url.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+
+    def fill(cur) -> None:
         for table, cols in TABLES.items():
-            _copy_in(cur, table, frames[table][cols])
-        cur.execute("ANALYZE")
-    return url
-
-
-def drop_database() -> None:
-    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)'))
-    admin.dispose()
+            scratch_db.copy_frame(cur, table, frames[table][cols])
+    return scratch_db.create(DB, fill)
 
 
 def install_prebuilt_exchange(part) -> None:
@@ -257,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  dagster multiprocess: {mp:6.1f} s", flush=True)
     finally:
         if not args.keep:
-            drop_database()
+            scratch_db.drop(DB)
     nan = float("nan")
     rows = [(s, warm_steps.get(s, nan), mp_steps.get(s, nan), alone_steps.get(s, nan)) for s in ORDER]
     print("\n| step | in-process run (warm), s | multiprocess run, s | standalone, s |\n|---|---:|---:|---:|")

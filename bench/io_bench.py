@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import pickle
@@ -25,6 +24,7 @@ import psycopg2
 
 from bench import measure
 from bench.generate import WINDOW_START
+from bench.scratch_db import copy_frame
 
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 DB = "recon_bench_scratch"
@@ -32,13 +32,6 @@ DB = "recon_bench_scratch"
 
 def _dsn(admin: str, db: str) -> str:
     return " ".join(p for p in admin.split() if not p.startswith("dbname=")) + f" dbname={db}"
-
-
-def _copy_in(cur, table: str, df: pd.DataFrame) -> None:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
-    buf.seek(0)
-    cur.copy_expert(f"COPY {table} ({', '.join(df.columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
 
 
 def _trade_history(n: int, rng) -> pd.DataFrame:
@@ -108,7 +101,7 @@ def _run(dsn: str, n_rows: int, n_corr: int, repeats: int, rng) -> dict:
                 " VALUES ('p_alpha','binance','acctA','swap','alpha',5e6), ('p_beta','binance','acctA','swap','beta',2e6),"
                 " ('p_g1','binance','acctA','spot','g1',1e6), ('p_g12','binance','acctA','spot','g12',1e6)")
     th = _trade_history(n_rows, rng)
-    _copy_in(cur, "trade_history", th)
+    copy_frame(cur, "trade_history", th)
     raw.commit()
     raw.autocommit = True
     cur.execute("VACUUM ANALYZE trade_history")
@@ -178,7 +171,7 @@ def _run(dsn: str, n_rows: int, n_corr: int, repeats: int, rng) -> dict:
             "target_table": "trade_history", "target_id": targets,
             "expected_state": '{"exit_qty":0.0,"status":"OPEN"}', "new_state": new, "evidence": "{}",
             "attribution": "client_order_id", "notional_usd": 1.0, "status": "PENDING"})
-        _copy_in(c, "recon_corrections", df)
+        copy_frame(c, "recon_corrections", df)
         raw.commit()
         return batch
 
@@ -208,7 +201,7 @@ def _run(dsn: str, n_rows: int, n_corr: int, repeats: int, rng) -> dict:
         c.execute("CREATE TEMP TABLE stage (cid text, target text, exp_status text, exp_exit_qty numeric,"
                   " new_status text, new_exit_qty numeric, new_exit_price numeric, new_exit_time timestamptz,"
                   " new_exit_source text) ON COMMIT DROP")
-        _copy_in(c, "stage", stage)
+        copy_frame(c, "stage", stage)
         c.execute("CREATE TEMP TABLE applied ON COMMIT DROP AS WITH u AS ("
                   " UPDATE trade_history t SET status = s.new_status, exit_qty = s.new_exit_qty,"
                   " exit_price = s.new_exit_price, exit_time = s.new_exit_time, exit_source = s.new_exit_source,"

@@ -23,6 +23,7 @@ from typing import Any
 
 import ccxt
 import pandas as pd
+from ccxt.base.precise import Precise
 
 from recon_pipeline import schemas
 from recon_pipeline.exchange.client import Redactor
@@ -381,8 +382,6 @@ def _unified_order(ex: Any, market: Mapping, o: Mapping) -> dict:
     """The fields :func:`_order_row` reads, with the values ccxt's ``parse_order`` / ``safe_order`` give
     (its own status and type maps, ``omit_zero``, and the average as ccxt's decimal-string division of
     the quote cost by the filled qty when Binance sends no ``avgPrice``)."""
-    from ccxt.base.precise import Precise
-
     if not isinstance(o, Mapping):
         raise _Malformed(f"an order is {type(o).__name__}, not an object")
     if o.get("symbol") != market["id"]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recon_pipeline.db.engine import make_engine
-from recon_pipeline.db.migrate import upgrade
 from recon_pipeline.db.read import read_trade_history
 from recon_pipeline.db.seed import seed
 
@@ -41,15 +39,9 @@ def _row(trade_id, status, entry, exit_, updated):
             "exit_time": exit_, "exit_source": None if status == "OPEN" else "exchange", "updated_at": updated}
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request, tmp_path):
-    if request.param == "postgres":
-        yield request.getfixturevalue("pg_engine")
-        return
-    engine = make_engine(f"sqlite:///{tmp_path / 'trading.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(migrated_engine):
+    return migrated_engine
 
 
 def test_the_snapshot_reads_every_slice_the_fills_span_can_name_and_no_later_one(engine):

@@ -50,6 +50,17 @@ def _same(a, b) -> bool:
                for x, y in zip(a, b, strict=True))
 
 
+def _markets(emulator, emulated_exchange, seed: int):
+    """(exchange, [(symbol, market, contract size)]) of a random history served by the emulator."""
+    ex = emulated_exchange(emulator(_history(seed)), "main")
+    ex.load_markets()
+    out = []
+    for symbol in SYMBOLS:
+        market = ex.market(symbol)
+        out.append((symbol, market, float(market.get("contractSize") or 1.0) if market["type"] == "swap" else 1.0))
+    return ex, out
+
+
 def _unified_fill_row(account: str, symbol: str, t: dict, contract_size: float) -> tuple:
     """The row the snapshot built from ccxt's unified trade before it read raw rows."""
     fee = t.get("fee") or {}
@@ -61,12 +72,8 @@ def _unified_fill_row(account: str, symbol: str, t: dict, contract_size: float) 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_raw_fill_rows_equal_ccxt_unified_trades(emulator, emulated_exchange, seed):
-    server = emulator(_history(seed))
-    ex = emulated_exchange(server, "main")
-    ex.load_markets()
-    for symbol in SYMBOLS:
-        market = ex.market(symbol)
-        cs = float(market.get("contractSize") or 1.0) if market["type"] == "swap" else 1.0
+    ex, markets = _markets(emulator, emulated_exchange, seed)
+    for symbol, market, cs in markets:
         raw = fetch._raw_trades_call(ex, market)(symbol, T0, 1000, {"until": T0 + 250_000})
         unified = ex.fetch_my_trades(symbol, T0, 1000, {"until": T0 + 250_000})
         assert len(raw) == len(unified) > 20
@@ -78,13 +85,9 @@ def test_raw_fill_rows_equal_ccxt_unified_trades(emulator, emulated_exchange, se
 
 @pytest.mark.parametrize("seed", range(4))
 def test_raw_order_rows_equal_ccxt_unified_orders(emulator, emulated_exchange, seed):
-    server = emulator(_history(seed))
-    ex = emulated_exchange(server, "main")
-    ex.load_markets()
+    ex, markets = _markets(emulator, emulated_exchange, seed)
     statuses = set()
-    for symbol in SYMBOLS:
-        market = ex.market(symbol)
-        cs = float(market.get("contractSize") or 1.0) if market["type"] == "swap" else 1.0
+    for symbol, market, cs in markets:
         raw = fetch._raw_orders_call(ex, market)(symbol, T0, 1000, {"until": T0 + 250_000})
         unified = ex.fetch_orders(symbol, T0, 1000, {"until": T0 + 250_000})
         assert len(raw) == len(unified) > 20

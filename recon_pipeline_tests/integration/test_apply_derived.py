@@ -14,8 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from recon_pipeline.apply.applier import apply_batch
-from recon_pipeline.db.engine import make_engine
-from recon_pipeline.db.migrate import upgrade
 from recon_pipeline.db.seed import insert_rows, seed
 
 SYMBOL = "BTC/USDT:USDT"
@@ -92,15 +90,9 @@ def _pending_batch(engine) -> str:
     return "b1"
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request, tmp_path):
-    if request.param == "postgres":
-        yield request.getfixturevalue("pg_engine")
-        return
-    engine = make_engine(f"sqlite:///{tmp_path / 'trading.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(migrated_engine):
+    return migrated_engine
 
 
 def test_derived_recomputation_skips_non_finite_and_invalid_rows(engine):
