@@ -3,7 +3,11 @@
 Each file runs in its own transaction and is recorded in ``recon_schema_migrations`` with a checksum,
 so a second upgrade executes nothing. Every statement is ``IF NOT EXISTS``: pointed at a production
 database whose trading tables already exist, the upgrade creates only the pipeline's ``recon_``
-tables and leaves the trading system's tables as they are.
+tables and leaves the trading system's tables as they are (003 only adds read indexes to two of them).
+
+A file whose first line is ``-- dialect: <name>`` (``postgresql``, ``sqlite``) holds statements only
+that database understands (a GiST index): on another dialect its statements are skipped, and it is
+recorded all the same, so both backends agree on which versions they have.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sqlalchemy.engine import Engine
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_DIALECT = re.compile(r"^--\s*dialect:\s*([a-z]+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,12 @@ class Migration:
     version: str
     name: str
     sql: str
+
+    @property
+    def dialect(self) -> str | None:
+        """The only dialect the file's statements are for (``-- dialect:`` first line), or None for all."""
+        match = _DIALECT.match(self.sql.split("\n", 1)[0].strip())
+        return match.group(1) if match else None
 
     @property
     def checksum(self) -> str:
@@ -64,7 +75,8 @@ def upgrade(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
         if mig.version in done:
             continue
         with engine.begin() as conn:
-            for stmt in statements(mig.sql):
+            runs_here = mig.dialect in (None, engine.dialect.name)
+            for stmt in statements(mig.sql) if runs_here else []:
                 conn.execute(sa.text(stmt))
             conn.execute(
                 sa.text("INSERT INTO recon_schema_migrations (version, name, checksum, applied_at)"

@@ -64,6 +64,29 @@ def read_profiles(conn: Connection, account: str | None = None) -> pd.DataFrame:
     return _read(conn, sql + " ORDER BY profile_id", params, schemas.PROFILES, "profiles")
 
 
+# "Alive at some point of [since, upper]": entered by ``upper`` and entered or exited since ``since``.
+# On Postgres the same predicate as an interval overlap, [entry, max(entry, exit)] && [since, upper]
+# (greatest() skips a NULL exit_time), which the GiST index of sql/003 answers without a table scan.
+_ALIVE_IN_SPAN = {
+    False: "(t.entry_time <= :upper AND (t.exit_time >= :since OR t.entry_time >= :since))",
+    True: "tstzrange(t.entry_time, greatest(t.entry_time, t.exit_time), '[]') && tstzrange(:since, :upper, '[]')",
+}
+
+
+def trade_history_select(dialect: str) -> str:
+    """The SELECT of :func:`read_trade_history` (parameters :account :start :end :since :upper)."""
+    return f"""
+        SELECT t.trade_id, t.profile_id, p.account, t.symbol, t.side, t.status, t.entry_qty,
+               t.entry_price, t.entry_time, t.entry_client_order_id, t.exit_qty, t.exit_price,
+               t.exit_time, t.exit_source, t.updated_at
+          FROM trade_history t JOIN profiles p ON p.profile_id = t.profile_id
+         WHERE p.account = :account
+           AND (t.status = 'OPEN'
+                OR (t.updated_at >= :start AND t.updated_at < :end)
+                OR {_ALIVE_IN_SPAN[dialect == "postgresql"]})
+         ORDER BY t.trade_id"""
+
+
 def read_trade_history(conn: Connection, account: str, window_start, window_end,
                        grace_minutes: float = 0.0) -> pd.DataFrame:
     """The account's slices a reconciliation of the window can need (all profiles: parity nets per account).
@@ -85,16 +108,7 @@ def read_trade_history(conn: Connection, account: str, window_start, window_end,
         oldest = pd.to_datetime(oldest, utc=True, format="ISO8601") if isinstance(oldest, str) else pd.Timestamp(oldest)
         oldest = oldest.tz_localize("UTC") if oldest.tzinfo is None else oldest
         since = min(since, oldest - pd.Timedelta(minutes=grace_minutes))
-    sql = """
-        SELECT t.trade_id, t.profile_id, p.account, t.symbol, t.side, t.status, t.entry_qty,
-               t.entry_price, t.entry_time, t.entry_client_order_id, t.exit_qty, t.exit_price,
-               t.exit_time, t.exit_source, t.updated_at
-          FROM trade_history t JOIN profiles p ON p.profile_id = t.profile_id
-         WHERE p.account = :account
-           AND (t.status = 'OPEN'
-                OR (t.updated_at >= :start AND t.updated_at < :end)
-                OR (t.entry_time <= :upper AND (t.exit_time >= :since OR t.entry_time >= :since)))
-         ORDER BY t.trade_id"""
+    sql = trade_history_select(conn.dialect.name)
     end = pd.Timestamp(window_end)
     upper = end + (end - pd.Timestamp(window_start))
     params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end),
@@ -104,9 +118,7 @@ def read_trade_history(conn: Connection, account: str, window_start, window_end,
     return _read_bulk(conn, sql, params, types, schemas.TRADE_HISTORY, "db_trade_history")
 
 
-def read_orders(conn: Connection, account: str, window_start, window_end) -> pd.DataFrame:
-    """The account's open orders plus orders updated in the window."""
-    sql = """
+ORDERS_SELECT = """
         SELECT o.order_id, o.profile_id, p.account, o.trade_id, o.symbol, o.side, o.role, o.order_type,
                o.qty, o.price, o.filled_qty, o.avg_fill_price, o.status, o.exchange_order_id,
                o.client_order_id, o.created_at, o.updated_at
@@ -115,9 +127,15 @@ def read_orders(conn: Connection, account: str, window_start, window_end) -> pd.
            AND (o.status IN ('NEW', 'OPEN', 'PARTIALLY_FILLED')
                 OR (o.updated_at >= :start AND o.updated_at < :end))
          ORDER BY o.order_id"""
+
+
+def read_orders(conn: Connection, account: str, window_start, window_end) -> pd.DataFrame:
+    """The account's open orders plus orders updated in the window."""
+    sql = ORDERS_SELECT
     params = {"account": account, "start": ts_param(conn, window_start), "end": ts_param(conn, window_end)}
     types = {"account": "text", "start": "timestamptz", "end": "timestamptz"}
     return _read_bulk(conn, sql, params, types, schemas.DB_ORDERS, "db_orders")
+
 
 
 def read_positions(conn: Connection, profile_ids: Sequence[str]) -> pd.DataFrame:

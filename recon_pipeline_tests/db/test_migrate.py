@@ -31,7 +31,7 @@ def fresh_engine(request, tmp_path):
 
 def test_upgrade_creates_contract_tables_and_is_idempotent(fresh_engine):
     first = upgrade(fresh_engine)
-    assert first == ["001_trading_tables.sql", "002_recon_tables.sql"]
+    assert first == ["001_trading_tables.sql", "002_recon_tables.sql", "003_snapshot_read_indexes.sql"]
     before = _schema_fingerprint(fresh_engine)
     assert CONTRACT_TABLES <= set(before)
     with fresh_engine.connect() as conn:

@@ -29,6 +29,13 @@ CASES = [
     ("entered_after_latest_as_of", "CLOSED", W + 2 * H + M, W + 3 * H, W + 3 * H, False),
     ("a_week_later", "CLOSED", W + 100 * H, W + 101 * H, W + 101 * H, False),
     ("touched_in_window_only", "CLOSED", W - 9 * H, W - 8 * H, W + 30 * M, True),
+    # the span's ends are inclusive: it starts at W (no older OPEN slice), latest as-of = W + 2 h
+    ("exited_exactly_at_span_start", "CLOSED", W - 3 * H, W, W - 2 * H, True),
+    ("exited_just_before_span_start", "CLOSED", W - 3 * H, W - M, W - M, False),
+    ("entered_exactly_at_latest_as_of", "CLOSED", W + 2 * H, W + 3 * H, W + 3 * H, True),
+    # no exit_time recorded (Postgres reads greatest(entry, NULL) as the entry): the entry alone decides
+    ("no_exit_time_entered_in_span", "QUARANTINED", W + 10 * M, None, W + 3 * H, True),
+    ("no_exit_time_entered_before_span", "QUARANTINED", W - 5 * H, None, W - 5 * H, False),
 ]
 
 
@@ -63,5 +70,6 @@ def test_an_old_open_slice_stretches_the_span_back_to_its_entry(engine):
     with engine.connect() as conn:
         got = set(read_trade_history(conn, "acc", W, W + H, grace_minutes=5.0)["trade_id"])
     # the span now starts 30 h before the window: the slice closed before the window is in it too
-    expected = {c[0] for c in CASES if c[5]} | {"closed_before_span"}
+    expected = {c[0] for c in CASES if c[5]} | {"closed_before_span", "exited_just_before_span_start",
+                                                 "no_exit_time_entered_before_span"}
     assert got == expected, (sorted(got - expected), sorted(expected - got))

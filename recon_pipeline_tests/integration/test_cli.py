@@ -75,10 +75,11 @@ def test_backfill_three_hours_two_profiles_in_order(cli_env, capsys):
 
 def test_db_upgrade_twice_is_a_no_op(empty_pg_url, capsys):
     assert main(["db", "upgrade", "--url", empty_pg_url]) == 0
-    assert "applied 001_trading_tables.sql, 002_recon_tables.sql" in capsys.readouterr().out
+    assert "applied 001_trading_tables.sql, 002_recon_tables.sql, 003_snapshot_read_indexes.sql" in \
+        capsys.readouterr().out
     assert main(["db", "upgrade", "--url", empty_pg_url]) == 0
     assert "already up to date" in capsys.readouterr().out
     engine = sa.create_engine(empty_pg_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM recon_schema_migrations")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM recon_schema_migrations")).scalar() == 3
     engine.dispose()
