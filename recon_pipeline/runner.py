@@ -89,6 +89,14 @@ def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run:
         from recon_pipeline.resources import ExchangeClients, TradingDatabase
 
         resources = {"trading_db": TradingDatabase(url=url), "exchange": ExchangeClients(**(exchange_config or {}))}
+        if instance.is_ephemeral:
+            # Nothing outlives an ephemeral instance, so the outputs need not either: steps hand their
+            # frames over in memory instead of pickling each to a temporary directory and back
+            # (docs/performance.md). A persistent instance keeps the filesystem IO manager, so a step
+            # of a CLI run can be re-executed from the UI.
+            from dagster import mem_io_manager
+
+            resources["io_manager"] = mem_io_manager
         job = defs.resolve_job_def("reconcile")
         result = job.execute_in_process(
             partition_key=partition_key(start, profile_id), instance=instance, raise_on_error=False,
