@@ -49,8 +49,7 @@ TABLES = {
                              "updated_at"],
 }
 PICKLE = "(pickle dump + load of every output)"
-ORDER = ("db_snapshot", "exchange_snapshot", "order_reconciliation", "exit_backfill", "position_parity", "watchdog",
-         "ledger_reconciliation", "mismatch_report", "no_go_queue", "corrective_batch", "reconciliation_health")
+ORDER = ("db_snapshot", "exchange_snapshot", "reconciliation", "reports")  # the job's four steps
 
 
 def load_database(ds) -> str:

@@ -1,16 +1,24 @@
 """Reconciliation assets: thin wiring of the pure rules in ``recon_pipeline.rules`` to the snapshots.
 
-Each asset hands frames to one rule and describes the result for the UI. The only I/O here is the
-parity heartbeat persisting its streaks (the heartbeat's memory must survive between runs).
+Five assets, one per rule (``order_reconciliation``, ``exit_backfill``, ``position_parity``,
+``watchdog``, ``ledger_reconciliation``), each with its own description, metadata and lineage in the
+UI, computed by one step (a ``multi_asset``) in the rules' order. One step rather than five because
+every step of a run costs Dagster's machinery (start/success events, an input event and a data-version
+lookup per upstream asset, an output event per asset) whatever the rule costs: with five steps that was
+most of a 1e4-fill window's time in a week-long backfill (docs/performance.md). The rules form a
+chain anyway (parity sees the slices as the EXIT backfill leaves them, the ledger sees every
+correction), so nothing could run in parallel.
+
+The only I/O here is the parity heartbeat persisting its streaks (its memory must survive between runs).
 """
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetKey, AssetOut, MetadataValue, Output, multi_asset
 
 from recon_pipeline.assets.metadata import markdown_table
 from recon_pipeline.assets.snapshots import ProfileState, SnapshotClock
 from recon_pipeline.db.recon_store import upsert_streaks
-from recon_pipeline.partitions import window_of, window_x_profile
+from recon_pipeline.partitions import Window, window_of, window_x_profile
 from recon_pipeline.resources import ReconConfig, TradingDatabase
 from recon_pipeline.rules import state_after
 from recon_pipeline.rules.exit_backfill import ExitBackfillResult, backfill_exits
@@ -40,53 +48,28 @@ def _result_metadata(findings: pd.DataFrame, corrections: pd.DataFrame, **extra)
     return meta
 
 
-@asset(group_name=RECONCILIATION, partitions_def=window_x_profile, description=(
-    "DB open orders vs exchange orders: ORDER_MISSING_FROM_EXCHANGE routed by the exchange's terminal "
-    "state to reconcileEntryFill / reconcileExitFill / reconcileCancel, ORDER_MISSING_IN_DB reported "
-    "and never adopted. Orders inside the settle interval are skipped."))
-def order_reconciliation(context: AssetExecutionContext, db_orders: pd.DataFrame, exchange_orders: pd.DataFrame,
-                         db_trade_history: pd.DataFrame, db_profile_state: ProfileState,
-                         snapshot_clock: SnapshotClock, recon_config: ReconConfig) -> Output[OrderReconResult]:
-    window = window_of(context.partition_key)
-    result = reconcile_orders(
-        db_orders, exchange_orders, db_profile_state.profiles, db_trade_history,
-        settings=recon_config.settings(), profile_id=window.profile_id, window_start=window.start,
-        as_of=snapshot_clock.as_of, now=snapshot_clock.now, live=snapshot_clock.live)
-    return Output(result, metadata=_result_metadata(result.findings, result.corrections))
+def _order_reconciliation(window: Window, settings, db_orders, exchange_orders, db_trade_history, state: ProfileState,
+                          clock: SnapshotClock) -> OrderReconResult:
+    return reconcile_orders(
+        db_orders, exchange_orders, state.profiles, db_trade_history,
+        settings=settings, profile_id=window.profile_id, window_start=window.start,
+        as_of=clock.as_of, now=clock.now, live=clock.live)
 
 
-@asset(group_name=RECONCILIATION, partitions_def=window_x_profile, description=(
-    "EXIT backfill: OPEN slices whose exit happened on the exchange, closed (or partially exited) from "
-    "ALL their attributed exit fills, behind the strong-attribution, heuristic and grace gates; "
-    "everything that fails a gate stays NO_GO with its reason."))
-def exit_backfill(context: AssetExecutionContext, db_trade_history: pd.DataFrame, exchange_fills: pd.DataFrame,
-                  exchange_orders: pd.DataFrame, db_orders: pd.DataFrame, exchange_markets: pd.DataFrame,
-                  db_profile_state: ProfileState, snapshot_clock: SnapshotClock,
-                  recon_config: ReconConfig) -> Output[ExitBackfillResult]:
-    window = window_of(context.partition_key)
-    result = backfill_exits(
-        db_trade_history, exchange_fills, exchange_orders, db_orders, db_profile_state.profiles, exchange_markets,
-        settings=recon_config.settings(), profile_id=window.profile_id, window_start=window.start,
-        as_of=snapshot_clock.as_of, now=snapshot_clock.now, live=snapshot_clock.live)
-    return Output(result, metadata=_result_metadata(
-        result.findings, result.corrections, evidence_fills=MetadataValue.int(len(result.evidence))))
+def _exit_backfill(window: Window, settings, db_trade_history, exchange_fills, exchange_orders, db_orders,
+                   exchange_markets, state: ProfileState, clock: SnapshotClock) -> ExitBackfillResult:
+    return backfill_exits(
+        db_trade_history, exchange_fills, exchange_orders, db_orders, state.profiles, exchange_markets,
+        settings=settings, profile_id=window.profile_id, window_start=window.start,
+        as_of=clock.as_of, now=clock.now, live=clock.live)
 
 
-@asset(group_name=RECONCILIATION, partitions_def=window_x_profile, description=(
-    "Position-parity heartbeat (live run only): ghost slices, N consecutive confirmations, synthetic "
-    "EXIT for sub_tag-attributed slices, QUARANTINE for the rest. Sees the slices as this run's EXIT "
-    "backfill leaves them. Persists the confirmation streaks. Slices on an instrument with a bad (excluded) "
-    "snapshot row are treated like slices with NO_GO exit evidence: quarantined, never closed at mark."))
-def position_parity(context: AssetExecutionContext, exit_backfill: ExitBackfillResult,
-                    db_trade_history: pd.DataFrame, exchange_positions: pd.DataFrame,
-                    exchange_markets: pd.DataFrame, db_profile_state: ProfileState,
-                    snapshot_clock: SnapshotClock, recon_config: ReconConfig,
-                    trading_db: TradingDatabase, db_bad_rows: BadRows,
-                    exchange_bad_rows: BadRows) -> Output[ParityResult]:
-    window = window_of(context.partition_key)
-    settings = recon_config.settings()
-    slices = state_after.slices_after(db_trade_history, exit_backfill.corrections, actions=("BACKFILL_EXIT",))
-    evaluated = bool(snapshot_clock.live and settings.parity_enabled)
+def _position_parity(context: AssetExecutionContext, window: Window, settings, exits: ExitBackfillResult,
+                     db_trade_history, exchange_positions, exchange_markets, state: ProfileState,
+                     clock: SnapshotClock, trading_db: TradingDatabase, db_bad_rows: BadRows,
+                     exchange_bad_rows: BadRows) -> tuple[ParityResult, dict]:
+    slices = state_after.slices_after(db_trade_history, exits.corrections, actions=("BACKFILL_EXIT",))
+    evaluated = bool(clock.live and settings.parity_enabled)
     # Excluded snapshot rows must never make a slice look like a ghost that is then closed at mark.
     taint = db_bad_rows.taint | exchange_bad_rows.taint
     bad_row_no_go = parity_no_go_trade_ids(slices, taint)
@@ -94,10 +77,10 @@ def position_parity(context: AssetExecutionContext, exit_backfill: ExitBackfillR
         context.log.warning(f"parity: {len(bad_row_no_go)} OPEN slices on instruments with bad snapshot rows "
                             f"are no-go this run: {sorted(bad_row_no_go)[:20]}")
     result = evaluate_parity(
-        slices, exchange_positions, markets_for_parity(exchange_markets, taint), db_profile_state.profiles,
-        db_profile_state.streaks, exit_backfill.no_go_trade_ids | bad_row_no_go, settings=settings,
+        slices, exchange_positions, markets_for_parity(exchange_markets, taint), state.profiles,
+        state.streaks, exits.no_go_trade_ids | bad_row_no_go, settings=settings,
         profile_id=window.profile_id,
-        account=db_profile_state.profile["account"], window_start=window.start, now=snapshot_clock.now,
+        account=state.profile["account"], window_start=window.start, now=clock.now,
         evaluated=evaluated)
     if not evaluated:
         reason = "parity disabled (ENABLE_RECON_POSITION_PARITY_HEARTBEAT=false)" if not settings.parity_enabled \
@@ -106,7 +89,7 @@ def position_parity(context: AssetExecutionContext, exit_backfill: ExitBackfillR
     with trading_db.begin() as conn:
         written = upsert_streaks(conn, result.streaks)
     summary = result.summary
-    return Output(result, metadata=_result_metadata(
+    return result, _result_metadata(
         result.findings, result.corrections,
         parity=MetadataValue.text("evaluated" if summary.get("parity_evaluated") else
                                   f"not evaluated: {summary.get('not_evaluated_reason') or 'historical window'}"),
@@ -117,45 +100,107 @@ def position_parity(context: AssetExecutionContext, exit_backfill: ExitBackfillR
         max_mismatch_notional_usd=MetadataValue.float(float(summary.get("max_mismatch_notional_usd", 0.0))),
         streak_rows_written=MetadataValue.int(written),
         bad_row_no_go_trades=MetadataValue.int(len(bad_row_no_go)),
-    ))
+    )
 
 
-@asset(group_name=RECONCILIATION, partitions_def=window_x_profile, description=(
-    "Integrity watchdog: pause trading when ghost mismatch notional exceeds the configured share of "
-    "allocated capital; auto-resume a parity_watchdog pause only after minimum pause, clean cycles "
-    "and cooldown. Pauses of any other source are never lifted."))
-def watchdog(context: AssetExecutionContext, position_parity: ParityResult, db_profile_state: ProfileState,
-             snapshot_clock: SnapshotClock, recon_config: ReconConfig) -> Output[WatchdogResult]:
-    window = window_of(context.partition_key)
-    state = db_profile_state
-    summary = position_parity.summary
+def _watchdog(window: Window, settings, parity: ParityResult, state: ProfileState,
+              clock: SnapshotClock) -> tuple[WatchdogResult, dict]:
+    summary = parity.summary
     result = evaluate_watchdog(
         summary, state.profile, state.pauses[state.pauses["profile_id"] == window.profile_id], state.run_history,
-        settings=recon_config.settings(), profile_id=window.profile_id, window_start=window.start,
-        now=snapshot_clock.now, clean=bool(summary.get("clean", False)),
+        settings=settings, profile_id=window.profile_id, window_start=window.start,
+        now=clock.now, clean=bool(summary.get("clean", False)),
         evaluated=bool(summary.get("parity_evaluated", False)))
     ws = result.summary
-    return Output(result, metadata=_result_metadata(
+    return result, _result_metadata(
         result.findings, result.corrections,
         triggered=MetadataValue.bool(bool(ws.get("triggered", False))),
         ratio=MetadataValue.float(float(ws.get("ratio") or 0.0)),
-    ))
+    )
 
 
-@asset(group_name=RECONCILIATION, partitions_def=window_x_profile, description=(
-    "Capital ledger and positions rows recomputed on the state the batch will leave: reserved capital "
-    "(OPEN slices' remaining qty x entry price + open ENTRY orders' unfilled qty x price) and the signed "
-    "remaining qty of each (profile, symbol)."))
-def ledger_reconciliation(context: AssetExecutionContext, order_reconciliation: OrderReconResult,
-                          exit_backfill: ExitBackfillResult, position_parity: ParityResult,
-                          db_trade_history: pd.DataFrame, db_orders: pd.DataFrame, db_positions: pd.DataFrame,
-                          db_profile_state: ProfileState) -> Output[LedgerResult]:
-    window = window_of(context.partition_key)
-    batch = pd.concat([exit_backfill.corrections, position_parity.corrections, order_reconciliation.corrections],
-                      ignore_index=True)
+def _ledger_reconciliation(window: Window, orders: OrderReconResult, exits: ExitBackfillResult,
+                           parity: ParityResult, db_trade_history, db_orders, db_positions,
+                           state: ProfileState) -> LedgerResult:
+    batch = pd.concat([exits.corrections, parity.corrections, orders.corrections], ignore_index=True)
     live = batch[~batch["dry_run"].astype(bool)]  # DRY_RUN corrections will not change the tables
     slices = state_after.slices_after(db_trade_history, live)
-    orders = state_after.orders_after(db_orders, live)
-    result = evaluate_ledger(slices, orders, db_profile_state.ledger, db_positions,
-                             profile_id=window.profile_id, window_start=window.start)
-    return Output(result, metadata=_result_metadata(result.findings, result.corrections))
+    orders_after = state_after.orders_after(db_orders, live)
+    return evaluate_ledger(slices, orders_after, state.ledger, db_positions,
+                           profile_id=window.profile_id, window_start=window.start)
+
+
+def _deps(*names: str) -> set[AssetKey]:
+    return {AssetKey(name) for name in names}
+
+
+_STATE = ("db_profile_state", "snapshot_clock")
+
+
+@multi_asset(
+    name="reconciliation",
+    outs={
+        "order_reconciliation": AssetOut(group_name=RECONCILIATION, description=(
+            "DB open orders vs exchange orders: ORDER_MISSING_FROM_EXCHANGE routed by the exchange's terminal "
+            "state to reconcileEntryFill / reconcileExitFill / reconcileCancel, ORDER_MISSING_IN_DB reported "
+            "and never adopted. Orders inside the settle interval are skipped.")),
+        "exit_backfill": AssetOut(group_name=RECONCILIATION, description=(
+            "EXIT backfill: OPEN slices whose exit happened on the exchange, closed (or partially exited) from "
+            "ALL their attributed exit fills, behind the strong-attribution, heuristic and grace gates; "
+            "everything that fails a gate stays NO_GO with its reason.")),
+        "position_parity": AssetOut(group_name=RECONCILIATION, description=(
+            "Position-parity heartbeat (live run only): ghost slices, N consecutive confirmations, synthetic "
+            "EXIT for sub_tag-attributed slices, QUARANTINE for the rest. Sees the slices as this run's EXIT "
+            "backfill leaves them. Persists the confirmation streaks. Slices on an instrument with a bad "
+            "(excluded) snapshot row are treated like slices with NO_GO exit evidence: quarantined, never "
+            "closed at mark.")),
+        "watchdog": AssetOut(group_name=RECONCILIATION, description=(
+            "Integrity watchdog: pause trading when ghost mismatch notional exceeds the configured share of "
+            "allocated capital; auto-resume a parity_watchdog pause only after minimum pause, clean cycles "
+            "and cooldown. Pauses of any other source are never lifted.")),
+        "ledger_reconciliation": AssetOut(group_name=RECONCILIATION, description=(
+            "Capital ledger and positions rows recomputed on the state the batch will leave: reserved capital "
+            "(OPEN slices' remaining qty x entry price + open ENTRY orders' unfilled qty x price) and the "
+            "signed remaining qty of each (profile, symbol).")),
+    },
+    internal_asset_deps={
+        "order_reconciliation": _deps("db_orders", "exchange_orders", "db_trade_history", *_STATE),
+        "exit_backfill": _deps("db_trade_history", "exchange_fills", "exchange_orders", "db_orders",
+                               "exchange_markets", *_STATE),
+        "position_parity": _deps("exit_backfill", "db_trade_history", "exchange_positions", "exchange_markets",
+                                 "db_bad_rows", "exchange_bad_rows", *_STATE),
+        "watchdog": _deps("position_parity", *_STATE),
+        "ledger_reconciliation": _deps("order_reconciliation", "exit_backfill", "position_parity",
+                                       "db_trade_history", "db_orders", "db_positions", "db_profile_state"),
+    },
+    partitions_def=window_x_profile,
+    description="The reconciliation rules of one (window, profile), in order: orders, EXIT backfill, parity, "
+                "watchdog, ledger.",
+)
+def reconciliation(context: AssetExecutionContext, db_trade_history: pd.DataFrame, db_orders: pd.DataFrame,
+                   db_positions: pd.DataFrame, db_profile_state: ProfileState, db_bad_rows: BadRows,
+                   exchange_fills: pd.DataFrame, exchange_orders: pd.DataFrame, exchange_positions: pd.DataFrame,
+                   exchange_markets: pd.DataFrame, exchange_bad_rows: BadRows, snapshot_clock: SnapshotClock,
+                   recon_config: ReconConfig, trading_db: TradingDatabase):
+    window = window_of(context.partition_key)
+    settings = recon_config.settings()
+    state, clock = db_profile_state, snapshot_clock
+
+    orders = _order_reconciliation(window, settings, db_orders, exchange_orders, db_trade_history, state, clock)
+    yield Output(orders, "order_reconciliation", metadata=_result_metadata(orders.findings, orders.corrections))
+
+    exits = _exit_backfill(window, settings, db_trade_history, exchange_fills, exchange_orders, db_orders,
+                           exchange_markets, state, clock)
+    yield Output(exits, "exit_backfill", metadata=_result_metadata(
+        exits.findings, exits.corrections, evidence_fills=MetadataValue.int(len(exits.evidence))))
+
+    parity, parity_meta = _position_parity(context, window, settings, exits, db_trade_history, exchange_positions,
+                                           exchange_markets, state, clock, trading_db, db_bad_rows,
+                                           exchange_bad_rows)
+    yield Output(parity, "position_parity", metadata=parity_meta)
+
+    dog, dog_meta = _watchdog(window, settings, parity, state, clock)
+    yield Output(dog, "watchdog", metadata=dog_meta)
+
+    ledger = _ledger_reconciliation(window, orders, exits, parity, db_trade_history, db_orders, db_positions, state)
+    yield Output(ledger, "ledger_reconciliation", metadata=_result_metadata(ledger.findings, ledger.corrections))

@@ -3,7 +3,9 @@
 ``mismatch_report`` and ``no_go_queue`` are the findings of the window; ``corrective_batch`` validates
 the corrections and stores them (PENDING / DRY_RUN / BLOCKED) in the pipeline's tables;
 ``reconciliation_health`` records the evaluation in ``recon_runs``, which ``/internal/health`` and
-``/metrics`` read.
+``/metrics`` read. The four are computed by one step (a ``multi_asset``), in that order, for the reason
+given in ``recon_pipeline.assets.reconciliation``: each step of a run costs Dagster's machinery, and
+the reports are a chain (the queue and the batch read the report, the health reads both).
 """
 
 import pandas as pd
@@ -12,9 +14,11 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
+    AssetOut,
     MetadataValue,
     Output,
-    asset,
+    multi_asset,
 )
 
 from recon_pipeline import schemas
@@ -62,24 +66,15 @@ def _worst(findings: pd.DataFrame, limit: int = 15) -> pd.DataFrame:
     return findings.sort_values("notional_usd", ascending=False, na_position="last", kind="stable").head(limit)
 
 
-@asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
-    "Every finding of the (window, profile): orders, exits, parity, watchdog, ledger, and the snapshot rows "
-    "excluded for a bad value (BAD_ROW). Stored in "
-    "recon_findings; the worst findings by notional are shown below."),
-    metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)})
-def mismatch_report(context: AssetExecutionContext, order_reconciliation: OrderReconResult,
-                    exit_backfill: ExitBackfillResult, position_parity: ParityResult, watchdog: WatchdogResult,
-                    ledger_reconciliation: LedgerResult, db_bad_rows: BadRows, exchange_bad_rows: BadRows,
-                    trading_db: TradingDatabase) -> Output[pd.DataFrame]:
-    window = window_of(context.partition_key)
-    findings = _all_findings(order_reconciliation, exit_backfill, position_parity, watchdog, ledger_reconciliation,
-                             db_bad_rows, exchange_bad_rows)
+def _mismatch_report(window, results: tuple, db_bad_rows: BadRows, exchange_bad_rows: BadRows,
+                     trading_db: TradingDatabase) -> tuple[pd.DataFrame, dict]:
+    findings = _all_findings(*results, db_bad_rows, exchange_bad_rows)
     with trading_db.begin() as conn:
         replace_findings(conn, window.start, window.profile_id, findings)
     notional = findings["notional_usd"].fillna(0.0)
     by_kind = {str(k): int(v) for k, v in findings["kind"].value_counts().sort_index().items()}
     counts_md = "\n".join(["| kind | count |", "|---|---|"] + [f"| {k} | {v} |" for k, v in by_kind.items()])
-    return Output(findings, metadata={
+    return findings, {
         "dagster/row_count": MetadataValue.int(len(findings)),
         "findings_by_kind": MetadataValue.md(counts_md if by_kind else "_no findings_"),
         "worst_findings": MetadataValue.md(markdown_table(_worst(findings), FINDING_PREVIEW + ["detail"], 15)),
@@ -88,41 +83,24 @@ def mismatch_report(context: AssetExecutionContext, order_reconciliation: OrderR
         "missing_from_exchange": MetadataValue.int(by_kind.get("ORDER_MISSING_FROM_EXCHANGE", 0)),
         "missing_in_db": MetadataValue.int(by_kind.get("ORDER_MISSING_IN_DB", 0)),
         "bad_rows": MetadataValue.int(by_kind.get("BAD_ROW", 0)),
-    })
+    }
 
 
-@asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
-    "The NO_GO queue: evidence that looked like drift but failed a safety gate, and snapshot rows excluded "
-    "for a bad value (BAD_ROW), kept for operator review with its reason. Nothing here is ever acted on "
-    "automatically."),
-    metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)})
-def no_go_queue(mismatch_report: pd.DataFrame) -> Output[pd.DataFrame]:
+def _no_go_queue(mismatch_report: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     queue = mismatch_report[mismatch_report["kind"].isin(["NO_GO", "BAD_ROW"])].reset_index(drop=True)
     by_reason = {str(k): int(v) for k, v in queue["reason"].value_counts().sort_index().items()}
-    return Output(queue, metadata={
+    return queue, {
         "dagster/row_count": MetadataValue.int(len(queue)),
         "by_reason": MetadataValue.json(by_reason),
         "queue": MetadataValue.md(markdown_table(queue, ["reason", "symbol", "trade_id", "exchange_order_id",
                                                           "fill_ids", "qty_exchange", "notional_usd", "detail"], 25)),
-    })
+    }
 
 
-@asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
-    "The corrective batch of the (window, profile): validated by the output expectation suites, then "
-    "stored in recon_batches / recon_corrections as PENDING (applied by the apply sensor), DRY_RUN, "
-    "or BLOCKED with the failing expectations."),
-    metadata={"dagster/column_schema": column_schema(schemas.CORRECTIONS, CORRECTION_DESCRIPTIONS)},
-    check_specs=[AssetCheckSpec("output_suites", asset="corrective_batch", description=(
-        "The output expectation suites over the findings and corrections. A failure stores the batch "
-        "BLOCKED (never applied); the asset itself writes that, so the run still records its health."))])
-def corrective_batch(context: AssetExecutionContext, order_reconciliation: OrderReconResult,
-                     exit_backfill: ExitBackfillResult, position_parity: ParityResult, watchdog: WatchdogResult,
-                     ledger_reconciliation: LedgerResult, mismatch_report: pd.DataFrame,
-                     trading_db: TradingDatabase, recon_config: ReconConfig):
-    window = window_of(context.partition_key)
-    settings = recon_config.settings()
-    corrections = concat([exit_backfill.corrections, position_parity.corrections, watchdog.corrections,
-                          order_reconciliation.corrections, ledger_reconciliation.corrections], schemas.CORRECTIONS)
+def _corrective_batch(context: AssetExecutionContext, window, settings, results: tuple,
+                      mismatch_report: pd.DataFrame, trading_db: TradingDatabase):
+    """The batch, its metadata and the output_suites check result."""
+    corrections = concat([r.corrections for r in results], schemas.CORRECTIONS)
     validation = validate_outputs(mismatch_report, corrections, settings)
     with trading_db.begin() as conn:
         stored = store_batch(conn, window_start=window.start, profile_id=window.profile_id, run_id=context.run_id,
@@ -131,7 +109,7 @@ def corrective_batch(context: AssetExecutionContext, order_reconciliation: Order
     if not validation.success:
         context.log.error(f"corrective batch {stored['batch_id']} BLOCKED: {validation.describe()}")
     by_action = {str(k): int(v) for k, v in corrections["action"].value_counts().sort_index().items()}
-    yield Output(corrections, metadata={
+    metadata = {
         "dagster/row_count": MetadataValue.int(len(corrections)),
         "batch_id": MetadataValue.text(stored["batch_id"]),
         "batch_status": MetadataValue.text(stored["status"]),
@@ -141,9 +119,9 @@ def corrective_batch(context: AssetExecutionContext, order_reconciliation: Order
         "corrections_table": MetadataValue.md(markdown_table(corrections, CORRECTION_PREVIEW + ["new_state"], 25)),
         "profile_id": MetadataValue.text(window.profile_id),
         "window_start": MetadataValue.text(window.start.isoformat()),
-    })
+    }
     failures = [f for suite in (validation.corrections, validation.findings) for f in suite.failures]
-    yield AssetCheckResult(
+    check = AssetCheckResult(
         check_name="output_suites", asset_key="corrective_batch", passed=validation.success,
         severity=AssetCheckSeverity.ERROR,
         metadata={"batch_id": stored["batch_id"], "batch_status": stored["status"],
@@ -151,21 +129,84 @@ def corrective_batch(context: AssetExecutionContext, order_reconciliation: Order
                       [{"expectation": f.expectation, "column": f.column, "failing_rows": f.unexpected_count,
                         "examples": [str(e) for e in f.examples[:5]]} for f in failures]),
                   "suites": MetadataValue.md(validation.markdown())})
+    return corrections, metadata, check
 
 
-@asset(group_name=REPORTS, partitions_def=window_x_profile, description=(
-    "The runbook's health fields for this evaluation, recorded in recon_runs (read by /internal/health "
-    "and /metrics)."))
-def reconciliation_health(context: AssetExecutionContext, mismatch_report: pd.DataFrame,
-                          corrective_batch: pd.DataFrame, position_parity: ParityResult, watchdog: WatchdogResult,
-                          snapshot_clock: SnapshotClock, trading_db: TradingDatabase) -> Output[dict]:
-    window = window_of(context.partition_key)
-    health, run_row = run_health(mismatch_report, corrective_batch, position_parity.summary, watchdog.summary,
-                                 snapshot_clock)
+def _reconciliation_health(context: AssetExecutionContext, window, mismatch_report: pd.DataFrame,
+                           corrective_batch: pd.DataFrame, parity: ParityResult, dog: WatchdogResult,
+                           clock: SnapshotClock, trading_db: TradingDatabase) -> tuple[dict, dict]:
+    health, run_row = run_health(mismatch_report, corrective_batch, parity.summary, dog.summary, clock)
     with trading_db.begin() as conn:
         upsert_run(conn, {**run_row, "window_start": window.start, "profile_id": window.profile_id,
                           "run_id": context.run_id, "status": "SUCCESS"})
-    return Output(health, metadata={k: (MetadataValue.float(float(v)) if isinstance(v, float) else
-                                        MetadataValue.int(int(v)) if isinstance(v, (bool, int)) and not isinstance(v, bool) else
-                                        MetadataValue.bool(v) if isinstance(v, bool) else MetadataValue.text(str(v)))
-                                    for k, v in health.items()})
+    return health, {k: (MetadataValue.float(float(v)) if isinstance(v, float) else
+                        MetadataValue.int(int(v)) if isinstance(v, (bool, int)) and not isinstance(v, bool) else
+                        MetadataValue.bool(v) if isinstance(v, bool) else MetadataValue.text(str(v)))
+                    for k, v in health.items()}
+
+
+_RESULTS = ("order_reconciliation", "exit_backfill", "position_parity", "watchdog", "ledger_reconciliation")
+
+
+def _deps(*names: str) -> set[AssetKey]:
+    return {AssetKey(name) for name in names}
+
+
+@multi_asset(
+    name="reports",
+    outs={
+        "mismatch_report": AssetOut(group_name=REPORTS, description=(
+            "Every finding of the (window, profile): orders, exits, parity, watchdog, ledger, and the snapshot "
+            "rows excluded for a bad value (BAD_ROW). Stored in recon_findings; the worst findings by notional "
+            "are shown below."),
+            metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)}),
+        "no_go_queue": AssetOut(group_name=REPORTS, description=(
+            "The NO_GO queue: evidence that looked like drift but failed a safety gate, and snapshot rows "
+            "excluded for a bad value (BAD_ROW), kept for operator review with its reason. Nothing here is ever "
+            "acted on automatically."),
+            metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)}),
+        "corrective_batch": AssetOut(group_name=REPORTS, description=(
+            "The corrective batch of the (window, profile): validated by the output expectation suites, then "
+            "stored in recon_batches / recon_corrections as PENDING (applied by the apply sensor), DRY_RUN, "
+            "or BLOCKED with the failing expectations."),
+            metadata={"dagster/column_schema": column_schema(schemas.CORRECTIONS, CORRECTION_DESCRIPTIONS)}),
+        "reconciliation_health": AssetOut(group_name=REPORTS, description=(
+            "The runbook's health fields for this evaluation, recorded in recon_runs (read by "
+            "/internal/health and /metrics).")),
+    },
+    internal_asset_deps={
+        "mismatch_report": _deps(*_RESULTS, "db_bad_rows", "exchange_bad_rows"),
+        "no_go_queue": _deps("mismatch_report"),
+        "corrective_batch": _deps(*_RESULTS, "mismatch_report"),
+        "reconciliation_health": _deps("mismatch_report", "corrective_batch", "position_parity", "watchdog",
+                                       "snapshot_clock"),
+    },
+    check_specs=[AssetCheckSpec("output_suites", asset="corrective_batch", description=(
+        "The output expectation suites over the findings and corrections. A failure stores the batch "
+        "BLOCKED (never applied); the asset itself writes that, so the run still records its health."))],
+    partitions_def=window_x_profile,
+    description="The reports of one (window, profile), in order: findings, NO_GO queue, corrective batch, health.",
+)
+def reports(context: AssetExecutionContext, order_reconciliation: OrderReconResult, exit_backfill: ExitBackfillResult,
+            position_parity: ParityResult, watchdog: WatchdogResult, ledger_reconciliation: LedgerResult,
+            db_bad_rows: BadRows, exchange_bad_rows: BadRows, snapshot_clock: SnapshotClock,
+            trading_db: TradingDatabase, recon_config: ReconConfig):
+    window = window_of(context.partition_key)
+    results = (order_reconciliation, exit_backfill, position_parity, watchdog, ledger_reconciliation)
+
+    findings, meta = _mismatch_report(window, results, db_bad_rows, exchange_bad_rows, trading_db)
+    yield Output(findings, "mismatch_report", metadata=meta)
+
+    queue, meta = _no_go_queue(findings)
+    yield Output(queue, "no_go_queue", metadata=meta)
+
+    # the batch concatenates corrections in this order: exits, parity, watchdog, orders, ledger
+    ordered = (exit_backfill, position_parity, watchdog, order_reconciliation, ledger_reconciliation)
+    corrections, meta, check = _corrective_batch(context, window, recon_config.settings(), ordered, findings,
+                                                 trading_db)
+    yield Output(corrections, "corrective_batch", metadata=meta)
+    yield check
+
+    health, meta = _reconciliation_health(context, window, findings, corrections, position_parity, watchdog,
+                                          snapshot_clock, trading_db)
+    yield Output(health, "reconciliation_health", metadata=meta)
