@@ -77,8 +77,10 @@ def _fmt(value: float | None) -> str:
     """Binance sends decimals as plain strings ("0.00001000"), never in exponent notation."""
     if value is None:
         return "0"
-    text = format(Decimal(repr(float(value))), "f")
-    return text
+    text = repr(float(value))
+    if "e" in text or "n" in text:  # exponent (1e-05, 1e+16), inf, nan: Decimal spells it out
+        return format(Decimal(text), "f")
+    return text  # the shortest repr is already the plain decimal Decimal would give ("43210.5", "100.0")
 
 
 # --- request helpers ---------------------------------------------------------------------------------

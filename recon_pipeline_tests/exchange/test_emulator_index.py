@@ -107,3 +107,14 @@ def test_open_orders_at_every_lifetime_boundary():
     clocks = {T0 + 7 * i + d for i, life in enumerate(lifetimes) for d in (-1, 0, 1, life - 1, life, life + 1, life // 2)}
     for clock in sorted(clocks):
         assert index.orders_open({"BTC/USDT"}, clock) == _open_by_scan(account, {"BTC/USDT"}, clock), clock
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_decimal_strings_are_what_decimal_spells(value):
+    """The emulator's number format (its fast path skips Decimal when repr has no exponent)."""
+    from decimal import Decimal
+
+    from recon_pipeline.exchange.emulator import _fmt
+
+    assert _fmt(value) == format(Decimal(repr(value)), "f")
