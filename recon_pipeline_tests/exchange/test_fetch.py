@@ -20,6 +20,7 @@ from recon_pipeline.exchange.fetch import (
     fetch_positions_frame,
     fetch_server_time,
 )
+from recon_pipeline.exchange.fetch import _decimal_sign as decimal_sign
 from recon_pipeline.exchange.scenario import parse_timestamp
 from recon_pipeline_tests.fixtures.emulator import (
     SPOT_BTC,
@@ -273,3 +274,15 @@ def test_the_secret_never_leaks(emulator, emulated_exchange, caplog):
         fetch_fills(ex, "main", [SPOT], _utc(T0), _utc(CLOCK))
     assert "wrong-secret-value" not in str(auth.value)
     assert len(server.requests_to("/api/v3/myTrades")) == calls + 3  # an auth error is not retried
+
+
+@pytest.mark.parametrize("text, sign", [
+    ("0", 0), ("0.00000000", 0), ("-0.0", 0), ("0.00000001", 1), ("-0.00000001", -1), ("43210.50000000", 1),
+    ("1000000000.000000001", 1), ("abc", 1), ("", 1), (None, 1), ("nan", 1), ("inf", 1), ("-inf", -1),
+])
+def test_decimal_sign_as_precise_compares_with_zero(text, sign):
+    """The order reader's cheap sign test; a non-number is kept (1) so the row check reports it."""
+    assert decimal_sign(text) == sign
+    if sign == 0 or text not in ("abc", "", None, "nan", "inf", "-inf"):
+        from ccxt.base.precise import Precise
+        assert (Precise.string_gt(text, "0"), Precise.string_eq(text, "0")) == (sign > 0, sign == 0)
