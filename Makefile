@@ -25,7 +25,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not celery and not soak" $(PYTEST_ARGS)
 
-# The Celery end-to-end runs (docs/scaling.md): about 5 minutes on 2 cores, so apart from `make test`;
+# The Celery end-to-end runs (docs/scaling.md): 2-3 minutes on 2 cores, so apart from `make test`;
 # CI runs both.
 test-scaling: install
 	$(BIN)/python -m pytest -m celery $(PYTEST_ARGS)

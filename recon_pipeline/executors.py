@@ -2,7 +2,7 @@
 
 The definitions stay the same on a laptop and on a cluster; only the executor changes:
 
-- unset / ``default``: ``in_process``. A run is about ten steps in a chain, so one process per step
+- unset / ``default``: ``in_process``. A run is four steps in a chain, so one process per step
   buys no parallelism and costs an interpreter start and the code-location import (Great
   Expectations alone is about 4 s) per step: ``bench.e2e`` measured a 1e5-fill partition at 6 s in
   process against 70 s with Dagster's multiprocess default.
