@@ -175,3 +175,78 @@ def test_a_clean_tiled_batch_passes_with_every_fact_true():
                                      "expected_state_present", "notional_consistent"]
     result = O.validate_outputs(schemas.empty(schemas.FINDINGS), df, ReconSettings())
     assert result.success, result.describe()
+
+
+def _clean_corrections() -> pd.DataFrame:
+    df = _mixed().iloc[[0, 1, 2, 5, 7, 9]].reset_index(drop=True)
+    return df
+
+
+def _clean_findings() -> pd.DataFrame:
+    return findings_frame([
+        {"kind": "NO_GO", "reason": "NO_ATTRIBUTION", "notional_usd": 1.0},
+        {"kind": "MISSING_EXIT", "reason": "EXIT", "notional_usd": np.nan},
+        {"kind": "BAD_ROW", "reason": "NON_FINITE_QTY", "notional_usd": 0.0},
+    ], window_start=WINDOW, profile_id="p_alpha")
+
+
+def _break_corrections(how: str):
+    def apply(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        if how == "null_id":
+            df.loc[0, "correction_id"] = None
+        elif how == "dup_id":
+            df.loc[1, "correction_id"] = df.loc[0, "correction_id"]
+        elif how == "dup_target":
+            df.loc[1, "target_id"] = df.loc[0, "target_id"]
+        elif how == "forbidden_attribution":
+            df.loc[0, "attribution"] = "qty_unique"
+        elif how == "inconsistent_notional":
+            df.loc[0, "notional_usd"] = 7.0
+        return df
+    return apply
+
+
+@pytest.mark.parametrize("corrections, findings", [
+    pytest.param(_clean_corrections, _clean_findings, id="both-clean"),
+    pytest.param(lambda: schemas.empty(schemas.CORRECTIONS), _clean_findings, id="no-corrections"),
+    pytest.param(_clean_corrections, lambda: schemas.empty(schemas.FINDINGS), id="no-findings"),
+    pytest.param(lambda: schemas.empty(schemas.CORRECTIONS), lambda: schemas.empty(schemas.FINDINGS), id="empty"),
+    *[pytest.param(lambda how=how: _break_corrections(how)(_clean_corrections()), _clean_findings, id=how)
+      for how in ("null_id", "dup_id", "dup_target", "forbidden_attribution", "inconsistent_notional")],
+    pytest.param(_clean_corrections, lambda: pd.concat([_clean_findings(), findings_frame(
+        [{"kind": "SURPRISE", "notional_usd": 1.0}], window_start=WINDOW, profile_id="p_alpha")],
+        ignore_index=True), id="unknown-kind"),
+    pytest.param(_clean_corrections, lambda: findings_frame(
+        [{"kind": "NO_GO", "reason": "WHO_KNOWS", "notional_usd": 1.0}], window_start=WINDOW,
+        profile_id="p_alpha"), id="unknown-no-go-reason"),
+    pytest.param(_clean_corrections, lambda: findings_frame(
+        [{"kind": "MISSING_EXIT", "reason": "EXIT", "notional_usd": -2.0}], window_start=WINDOW,
+        profile_id="p_alpha"), id="negative-notional"),
+])
+def test_the_combined_run_agrees_with_the_two_suites_run_apart(corrections, findings):
+    """validate_outputs runs both suites as one GE run and falls back to separate runs on a failure:
+    either way, each suite's verdict and outcomes are those of the suite run on its own."""
+    corr, found = corrections(), findings()
+    checked = O.correction_checks(corr, ReconSettings(), narrow=True)
+    decode = {}
+    for col in ("correction_id", "target_id"):
+        checked[col], decode[col] = O._coded(checked[col])
+    apart = (gx_runner.run_suite("corrective_batch", checked, O._correction_suite, decode=decode),
+             gx_runner.run_suite("mismatch_report", O.finding_checks(found), O._finding_suite))
+    result = O.validate_outputs(found, corr, ReconSettings())
+
+    def key(suite):
+        return suite.suite, suite.success, sorted((o.expectation, o.column, o.success, o.unexpected_count)
+                                                  for o in suite.outcomes)
+    assert (key(result.corrections), key(result.findings)) == (key(apart[0]), key(apart[1]))
+
+
+@pytest.mark.parametrize("clean, runs", [(True, 1), (False, 3)])
+def test_a_clean_batch_costs_one_ge_run_a_failing_one_three(monkeypatch, clean, runs):
+    calls = []
+    real = O.run_suite
+    monkeypatch.setattr(O, "run_suite", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    corr = _clean_corrections() if clean else _break_corrections("dup_id")(_clean_corrections())
+    assert O.validate_outputs(_clean_findings(), corr, ReconSettings()).success is clean
+    assert len(calls) == runs, calls
