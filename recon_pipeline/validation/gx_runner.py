@@ -99,18 +99,21 @@ def _decode(value, decode: Mapping[str, Sequence], column: str | None):
 
 
 def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], Sequence],
-              decode: Mapping[str, Sequence] | None = None) -> SuiteResult:
+              decode: Mapping[str, Sequence] | None = None, *, verdict_only: bool = False) -> SuiteResult:
     """Validate ``df`` with the expectations ``build(gx)`` returns (``gx`` is the imported module).
 
     The suite is built once per process and name (and rebuilt only if its expectations change).
     ``decode`` maps a column given to GE as integer codes (cheap to hash and compare) to the values the
-    codes stand for, so failure examples show the real values.
+    codes stand for, so failure examples show the real values. ``verdict_only``: GE's BOOLEAN_ONLY
+    result format (same verdicts, no counts or examples, about half the cost of a run): for the combined
+    runs whose failure is followed by detailed runs anyway.
     """
     state = _context()
     with _lock:
         definition = _definition(state, name, list(build(state["gx"])))
-        result = definition.run(batch_parameters={"dataframe": df},
-                                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5})
+        result = definition.run(batch_parameters={"dataframe": df}, result_format=(
+            {"result_format": "BOOLEAN_ONLY"} if verdict_only
+            else {"result_format": "SUMMARY", "partial_unexpected_count": 5}))
     outcomes = []
     for res in result.results:
         cfg = res.expectation_config

@@ -252,7 +252,8 @@ def validate_outputs(findings: pd.DataFrame, corrections: pd.DataFrame, settings
     for col in ("correction_id", "target_id"):  # GE compares and hashes integer codes, examples show the ids
         checked[col], decode[col] = _coded(checked[col])
     fchecked = finding_checks(findings)
-    both = run_suite("corrective_batch+mismatch_report", _combined_checks(checked, fchecked), _both_suites)
+    both = run_suite("corrective_batch+mismatch_report", _combined_checks(checked, fchecked), _both_suites,
+                     verdict_only=True)
     if both.success:
         own = set(checked.columns) | {"action,target_id"}
         return OutputValidation(

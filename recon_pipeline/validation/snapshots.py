@@ -262,7 +262,7 @@ def check_structures(frames: dict[str, pd.DataFrame]) -> dict[str, SuiteResult]:
     if not frames:
         return {}
     combined, dtype_set = _combined_frame(frames)
-    result = run_suite("+".join(frames) + "_structure", combined, _combined_suite(dtype_set))
+    result = run_suite("+".join(frames) + "_structure", combined, _combined_suite(dtype_set), verdict_only=True)
     if result.success:
         return {n: SuiteResult(f"{n}_structure", True, result.outcomes) for n in frames}
     return {n: check_structure(n, df) for n, df in frames.items()}

@@ -120,3 +120,43 @@ def test_a_combined_run_names_only_the_broken_frame(broken):
     results = V.check_structures(frames)
     assert [n for n, r in results.items() if not r.success] == [broken]
     assert "'surprise'" in results[broken].describe()
+
+
+def _drop_column(df):
+    return df.drop(columns=[df.columns[0]])
+
+
+def _wrong_dtype(df):
+    col = next(c for c in df.columns if str(df[c].dtype) == "float64")
+    return df.assign(**{col: df[col].astype(str)})
+
+
+def _duplicate_key(df):
+    return pd.concat([df, df.iloc[[0]]], ignore_index=True)
+
+
+def _null_key(name):
+    def apply(df):
+        df = df.copy()
+        df.loc[0, V.FRAME_SPECS[name].keys[0]] = None
+        return df
+    return apply
+
+
+@pytest.mark.parametrize("name, breaks", [
+    *[(n, _drop_column) for n in ("db_trade_history", "exchange_orders")],
+    *[(n, _wrong_dtype) for n in ("db_orders", "exchange_fills")],
+    *[(n, _duplicate_key) for n in ("db_trade_history", "exchange_markets")],
+    *[(n, _null_key(n)) for n in ("db_orders", "exchange_fills")],
+])
+def test_the_verdict_only_combined_run_fails_on_every_structural_fault(monkeypatch, name, breaks):
+    """The combined run takes GE's BOOLEAN_ONLY format (verdicts only); any fault must still fail it, so
+    the per-frame runs that name the fault happen."""
+    frames = {n: make() for n, make in GOOD.items()}
+    frames[name] = breaks(frames[name])
+    detailed = []
+    real = V.check_structure
+    monkeypatch.setattr(V, "check_structure", lambda n, df: detailed.append(n) or real(n, df))
+    results = V.check_structures(frames)
+    assert detailed == list(GOOD)  # the combined verdict failed: every frame checked on its own
+    assert [n for n, r in results.items() if not r.success] == [name]
