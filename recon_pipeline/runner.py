@@ -52,7 +52,42 @@ def get_instance():
         return DagsterInstance.get()
     # An ephemeral instance keeps every event in memory; its console shows warnings and errors only.
     level = os.environ.get("RECON_LOG_LEVEL", "WARNING")
-    return DagsterInstance.ephemeral(settings={"python_logs": {"python_log_level": level}})
+    return remember_dynamic_partitions(DagsterInstance.ephemeral(settings={"python_logs": {"python_log_level": level}}))
+
+
+def remember_dynamic_partitions(instance):
+    """Answer ``has_dynamic_partition`` from memory on an ephemeral instance.
+
+    Dagster asks it for every input and output of every step (the profile dimension is dynamic), and
+    each question is a query on a fresh connection to the in-memory event log: about 5 % of a window
+    in a week-long backfill (docs/performance.md). Nothing but this process can add or delete a
+    partition of an ephemeral instance, and both go through the instance, so the memory is dropped on
+    each of them.
+    """
+    if not instance.is_ephemeral:
+        return instance
+    known: dict[tuple[str, str], bool] = {}
+    has, add, delete = instance.has_dynamic_partition, instance.add_dynamic_partitions, \
+        instance.delete_dynamic_partition
+
+    def has_dynamic_partition(partitions_def_name: str, partition_key: str) -> bool:
+        key = (partitions_def_name, partition_key)
+        if key not in known:
+            known[key] = has(partitions_def_name, partition_key)
+        return known[key]
+
+    def add_dynamic_partitions(partitions_def_name: str, partition_keys) -> None:
+        known.clear()
+        add(partitions_def_name, partition_keys)
+
+    def delete_dynamic_partition(partitions_def_name: str, partition_key: str) -> None:
+        known.clear()
+        delete(partitions_def_name, partition_key)
+
+    instance.has_dynamic_partition = has_dynamic_partition
+    instance.add_dynamic_partitions = add_dynamic_partitions
+    instance.delete_dynamic_partition = delete_dynamic_partition
+    return instance
 
 
 def _first_error(result) -> str:
