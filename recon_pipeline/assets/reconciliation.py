@@ -130,7 +130,8 @@ def _ledger_reconciliation(window: Window, orders: OrderReconResult, exits: Exit
                            profile_id=window.profile_id, window_start=window.start)
 
 
-def _deps(*names: str) -> set[AssetKey]:
+def asset_keys(*names: str) -> set[AssetKey]:
+    """The keys of the named assets (a multi-asset's ``internal_asset_deps``)."""
     return {AssetKey(name) for name in names}
 
 
@@ -164,13 +165,13 @@ _STATE = ("db_profile_state", "snapshot_clock")
             "signed remaining qty of each (profile, symbol).")),
     },
     internal_asset_deps={
-        "order_reconciliation": _deps("db_orders", "exchange_orders", "db_trade_history", *_STATE),
-        "exit_backfill": _deps("db_trade_history", "exchange_fills", "exchange_orders", "db_orders",
+        "order_reconciliation": asset_keys("db_orders", "exchange_orders", "db_trade_history", *_STATE),
+        "exit_backfill": asset_keys("db_trade_history", "exchange_fills", "exchange_orders", "db_orders",
                                "exchange_markets", *_STATE),
-        "position_parity": _deps("exit_backfill", "db_trade_history", "exchange_positions", "exchange_markets",
+        "position_parity": asset_keys("exit_backfill", "db_trade_history", "exchange_positions", "exchange_markets",
                                  "db_bad_rows", "exchange_bad_rows", *_STATE),
-        "watchdog": _deps("position_parity", *_STATE),
-        "ledger_reconciliation": _deps("order_reconciliation", "exit_backfill", "position_parity",
+        "watchdog": asset_keys("position_parity", *_STATE),
+        "ledger_reconciliation": asset_keys("order_reconciliation", "exit_backfill", "position_parity",
                                        "db_trade_history", "db_orders", "db_positions", "db_profile_state"),
     },
     partitions_def=window_x_profile,

@@ -14,7 +14,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetOut,
     MetadataValue,
     Output,
@@ -24,7 +23,7 @@ from dagster import (
 from recon_pipeline import schemas
 from recon_pipeline.apply.batch_store import store_batch
 from recon_pipeline.assets.metadata import column_schema, markdown_table
-from recon_pipeline.assets.reconciliation import CORRECTION_PREVIEW, FINDING_PREVIEW
+from recon_pipeline.assets.reconciliation import CORRECTION_PREVIEW, FINDING_PREVIEW, asset_keys
 from recon_pipeline.assets.snapshots import SnapshotClock
 from recon_pipeline.db.recon_store import replace_findings, upsert_run
 from recon_pipeline.observability.health import run_health
@@ -148,10 +147,6 @@ def _reconciliation_health(context: AssetExecutionContext, window, mismatch_repo
 _RESULTS = ("order_reconciliation", "exit_backfill", "position_parity", "watchdog", "ledger_reconciliation")
 
 
-def _deps(*names: str) -> set[AssetKey]:
-    return {AssetKey(name) for name in names}
-
-
 @multi_asset(
     name="reports",
     outs={
@@ -175,10 +170,10 @@ def _deps(*names: str) -> set[AssetKey]:
             "/internal/health and /metrics).")),
     },
     internal_asset_deps={
-        "mismatch_report": _deps(*_RESULTS, "db_bad_rows", "exchange_bad_rows"),
-        "no_go_queue": _deps("mismatch_report"),
-        "corrective_batch": _deps(*_RESULTS, "mismatch_report"),
-        "reconciliation_health": _deps("mismatch_report", "corrective_batch", "position_parity", "watchdog",
+        "mismatch_report": asset_keys(*_RESULTS, "db_bad_rows", "exchange_bad_rows"),
+        "no_go_queue": asset_keys("mismatch_report"),
+        "corrective_batch": asset_keys(*_RESULTS, "mismatch_report"),
+        "reconciliation_health": asset_keys("mismatch_report", "corrective_batch", "position_parity", "watchdog",
                                        "snapshot_clock"),
     },
     check_specs=[AssetCheckSpec("output_suites", asset="corrective_batch", description=(

@@ -146,10 +146,15 @@ def _account_of(ex: Any) -> str:
     return getattr(ex, "recon_account", None) or "?"
 
 
-def _frame(rows: list[dict], schema: schemas.Schema, name: str) -> pd.DataFrame:
+def _frame(rows: list[dict], schema: schemas.Schema, name: str, ms_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The rows as the schema's frame; ``ms_columns`` hold epoch milliseconds, made timestamps once per
+    column (not a ``pd.Timestamp`` per row)."""
     if not rows:
         return schemas.empty(schema)
-    return schemas.conform(pd.DataFrame(rows), schema, name=name)
+    frame = pd.DataFrame(rows)
+    for col in ms_columns:
+        frame[col] = pd.to_datetime(frame[col].astype("int64"), unit="ms", utc=True)
+    return schemas.conform(frame, schema, name=name)
 
 
 # --- server time and markets ---------------------------------------------------------------------------
@@ -490,12 +495,7 @@ def fetch_orders(ex: Any, account: str, symbols: Iterable[str], since: pd.Timest
                     continue
                 keep(_order_row(account, o, cs))
     rows = sorted(best.values(), key=lambda r: (r["symbol"], r["created_ts"], r["exchange_order_id"]))
-    if not rows:
-        return schemas.empty(schemas.EXCHANGE_ORDERS)
-    frame = pd.DataFrame(rows)
-    for col in ("created_ts", "updated_ts"):  # one conversion per column, not two Timestamps per order
-        frame[col] = pd.to_datetime(frame[col].astype("int64"), unit="ms", utc=True)
-    return schemas.conform(frame, schemas.EXCHANGE_ORDERS, name="exchange_orders")
+    return _frame(rows, schemas.EXCHANGE_ORDERS, "exchange_orders", ms_columns=("created_ts", "updated_ts"))
 
 
 # --- positions and balances ----------------------------------------------------------------------------

@@ -35,6 +35,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recon_pipeline.rules.keys import arrow as _arrow
+
 MAX_LEN = 36
 SUB_TAG_PATTERN = r"[a-z0-9]{2,8}"
 RAW_KEY_MAX = 20
@@ -142,12 +144,6 @@ def parse(client_id: object) -> ParsedClientId | None:
 
 def _as_str(s: pd.Series) -> pd.Series:
     return s if s.dtype == "str" else s.astype("str")
-
-
-def _arrow(s: pd.Series) -> pa.Array | pa.ChunkedArray:
-    """The Arrow array behind a ``str`` Series (zero copy for the pyarrow-backed default)."""
-    a = s.array
-    return a.__arrow_array__() if isinstance(a, pd.arrays.ArrowStringArray) else pa.array(a, type=pa.large_string())
 
 
 def _np_bool(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
