@@ -68,7 +68,7 @@ def install_prebuilt_exchange(part) -> None:
     (``part``: a partition Dataset, or a function returning one when first needed)."""
     from recon_pipeline.assets import snapshots
 
-    def prebuilt(client, account, window, market_types, db_trade_history, db_orders, grace_minutes):
+    def prebuilt(clients, account, window, market_types, db_trade_history, db_orders, grace_minutes, **_):
         ds = part() if callable(part) else part
         clock = snapshots.snapshot_clock(window, NOW, db_trade_history, grace_minutes)
         symbols = sorted(set(ds.fills["symbol"]))

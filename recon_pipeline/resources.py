@@ -54,11 +54,25 @@ class ExchangeClients(ConfigurableResource):
     max_retries: int = Field(default=3, description="Retries of a retryable request (429, 5xx, timeout, reset).")
     retry_backoff_s: float = Field(default=0.5, description="First retry delay; doubles per attempt, capped at 10 s.")
 
+    concurrency: int | None = Field(default=None, description=(
+        "Requests in flight per account during a snapshot (symbols fetched in parallel over this many "
+        "ccxt clients sharing one throttle). Empty: RECON_EXCHANGE_<ACCOUNT>_CONCURRENCY, else 4."))
+
+    def options(self) -> dict:
+        """The client settings (no credentials: those are read from the environment where a client is made)."""
+        return {"timeout_ms": self.timeout_ms, "enable_rate_limit": self.enable_rate_limit,
+                "max_retries": self.max_retries, "retry_backoff_s": self.retry_backoff_s}
+
     def client(self, account: str):
         from recon_pipeline.exchange.client import make_exchange
 
-        return make_exchange(account, timeout_ms=self.timeout_ms, enable_rate_limit=self.enable_rate_limit,
-                             max_retries=self.max_retries, retry_backoff_s=self.retry_backoff_s)
+        return make_exchange(account, **self.options())
+
+    def clients(self, account: str) -> list:
+        """The account's pool for one snapshot: the first client loads markets, all share its throttle."""
+        from recon_pipeline.exchange.client import make_exchange_pool
+
+        return make_exchange_pool(account, size=self.concurrency, **self.options())
 
 
 

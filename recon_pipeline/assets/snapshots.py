@@ -224,11 +224,25 @@ def symbols_to_fetch(slices: pd.DataFrame, orders: pd.DataFrame, markets: pd.Dat
     return sorted(wanted & set(markets["symbol"]))
 
 
-def _fetch_account(client, account: str, window: Window, market_types: set[str], db_trade_history: pd.DataFrame,
-                   db_orders: pd.DataFrame, grace_minutes: float):
-    """Every exchange frame of the account, in the order that loses nothing (see the module docstring)."""
-    from recon_pipeline.exchange import fetch
+def _fetch_account(clients, account: str, window: Window, market_types: set[str], db_trade_history: pd.DataFrame,
+                   db_orders: pd.DataFrame, grace_minutes: float, client_options: dict | None = None):
+    """Every exchange frame of the account, in the order that loses nothing (see the module docstring).
 
+    ``clients`` are the account's pool (``ExchangeClients.clients``): the first takes the clock,
+    markets and positions; the fills and orders of the symbols are fetched over all of them, per
+    symbol fills first (``fetch.fetch_activity``). In a ``recon-pipeline backfill`` the part of the
+    window's history that can no longer change may have been read ahead (``exchange.read_ahead``),
+    and the next window's is read ahead while this one is reconciled.
+    """
+    from recon_pipeline.exchange import fetch, read_ahead
+
+    ahead = read_ahead.active()
+    spans = ahead.take(account, fetch._ms(window.start), fetch._ms(window.end)) if ahead is not None else {}
+    if ahead is not None and clients[0].enableRateLimit:  # two fetching processes share one budget
+        for c in clients:
+            c.rateLimit *= ahead.budget_share
+
+    client = clients[0]
     now = fetch.fetch_server_time(client)
     clock = snapshot_clock(window, now, db_trade_history, grace_minutes)
     markets = fetch.fetch_markets_frame(client, account)
@@ -241,18 +255,20 @@ def _fetch_account(client, account: str, window: Window, market_types: set[str],
     lookup = {sym: grp["exchange_order_id"].tolist() for sym, grp in open_db.groupby("symbol") if sym in listed}
     # Fills first: Binance lists orders by creation time, so an order created before the span but
     # filled inside it is only found through its fills (fetch_orders looks those ids up).
-    fills = fetch.fetch_fills(client, account, symbols, clock.fills_since, clock.as_of)
-    orders = fetch.fetch_orders(client, account, symbols, clock.fills_since, clock.as_of,
-                                lookup_ids=lookup, fills=fills)
+    fills, orders = fetch.fetch_activity(clients, account, symbols, clock.fills_since, clock.as_of, lookup_ids=lookup,
+                                         read_ahead=spans)
     extra = sorted((set(orders["symbol"]) & listed) - set(symbols))
     if extra:  # open orders on symbols the DB does not know: their fills are account activity too
-        extra_fills = fetch.fetch_fills(client, account, extra, clock.fills_since, clock.as_of)
-        extra_orders = fetch.fetch_orders(client, account, extra, clock.fills_since, clock.as_of, fills=extra_fills)
+        extra_fills, extra_orders = fetch.fetch_activity(clients, account, extra, clock.fills_since, clock.as_of)
         fills = schemas.conform(pd.concat([fills, extra_fills], ignore_index=True), schemas.EXCHANGE_FILLS)
         orders = schemas.conform(pd.concat([orders, extra_orders], ignore_index=True)
                                  .drop_duplicates(["symbol", "exchange_order_id"], keep="last"),
                                  schemas.EXCHANGE_ORDERS)
         symbols = sorted(set(symbols) | set(extra))
+    if ahead is not None and client_options is not None:
+        nxt = fetch._ms(window.end)
+        ahead.schedule(account, window.profile_id, symbols, nxt, nxt + (nxt - fetch._ms(window.start)),
+                       fetch._ms(now), client_options, len(clients))
     return now, clock, markets, positions, fills, orders, symbols
 
 
@@ -293,10 +309,11 @@ def exchange_snapshot(context: AssetExecutionContext, db_trade_history: pd.DataF
     window = window_of(context.partition_key)
     account = db_profile_state.profile["account"]
     market_types = set(db_profile_state.profiles["market_type"])
-    client = exchange.client(account)
+    clients = exchange.clients(account)
     try:
         now, clock, markets, positions, fills, orders, symbols = _fetch_account(
-            client, account, window, market_types, db_trade_history, db_orders, settings.backfill_grace_minutes)
+            clients, account, window, market_types, db_trade_history, db_orders, settings.backfill_grace_minutes,
+            client_options=exchange.options())
     except fetch.ExchangeSnapshotError as exc:
         raise ExchangeWindowError(
             f"window [{window.start.isoformat()}, {window.end.isoformat()}) profile={window.profile_id}: {exc}"

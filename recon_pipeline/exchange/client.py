@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -95,6 +96,37 @@ class _RedactingLogger:
         self.log(logging.ERROR, msg, *args, **kw)
 
 
+class SharedThrottle:
+    """ccxt's request spacing, shared by every client of one account.
+
+    ccxt (sync) spaces requests per client: before each one it sleeps until ``rateLimit x cost`` ms
+    after the client's previous request. Clients fetching in parallel for one account would each
+    keep their own spacing and together exceed the account's limits, so the clients of one pool
+    reserve their slots here instead: under a lock, a request's slot is at least ``rateLimit x cost``
+    after the previous slot, then it sleeps (outside the lock) until its slot. One client alone gets
+    exactly ccxt's spacing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0.0
+
+    def reserve(self, now_ms: float, spacing_ms: float) -> float:
+        """The next slot (ms): at least ``spacing_ms`` after the previous one, not before ``now_ms``."""
+        with self._lock:
+            slot = max(now_ms, self._last_ms + spacing_ms)
+            self._last_ms = slot
+        return slot
+
+    def wait(self, now_ms: float, spacing_ms: float) -> float:
+        """Reserve the next slot and sleep until it. Returns the seconds slept."""
+        slot = self.reserve(now_ms, spacing_ms)
+        delay = (slot - now_ms) / 1000.0
+        if delay > 0:
+            time.sleep(delay)
+        return max(delay, 0.0)
+
+
 class StrictBinance(ccxt.binance):
     """``ccxt.binance`` that rejects untrustworthy bodies and retries transient failures, boundedly.
 
@@ -111,6 +143,14 @@ class StrictBinance(ccxt.binance):
         self.retry_backoff_s = retry_backoff_s
         self.redact = Redactor(self.secret, self.apiKey)
         self.logger = _RedactingLogger(logging.getLogger("recon_pipeline.exchange.ccxt"), self.redact)
+        self.shared_throttle: SharedThrottle | None = None
+
+    def throttle(self, cost=None):
+        """ccxt's spacing, through the pool's :class:`SharedThrottle` when the client is in one."""
+        if self.shared_throttle is None:
+            return super().throttle(cost)
+        self.shared_throttle.wait(float(self.milliseconds()), self.rateLimit * (1 if cost is None else cost))
+        return None
 
     def __repr__(self) -> str:
         base = self.urls.get("api", {}).get("public", "?") if isinstance(self.urls.get("api"), dict) else "?"
@@ -211,6 +251,44 @@ def _rewrite_hosts(urls: Any, base: str) -> Any:
     if isinstance(urls, str) and urls.startswith(("http://", "https://")):
         return base + urlsplit(urls).path
     return urls
+
+
+DEFAULT_CONCURRENCY = 4  # clients per account in a snapshot: requests in flight at once
+
+
+def exchange_concurrency(account: str, env: Mapping[str, str] = os.environ,
+                         default: int = DEFAULT_CONCURRENCY) -> int:
+    """``RECON_EXCHANGE_<ACCOUNT>_CONCURRENCY`` (1-32), else ``default``; a bad value names the variable."""
+    var = account_env_prefix(account) + "CONCURRENCY"
+    raw = (env.get(var) or "").strip()
+    if not raw:
+        value = default
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r} is not an integer (requests in flight per account, 1-32)") from None
+    if not 1 <= value <= 32:
+        raise SettingsError(f"{var}={value} is out of range: requests in flight per account must be 1-32")
+    return value
+
+
+def make_exchange_pool(account: str, env: Mapping[str, str] = os.environ, *, size: int | None = None,
+                       **kwargs: Any) -> list[StrictBinance]:
+    """``size`` clients of ``account`` (default :func:`exchange_concurrency`) for parallel per-symbol
+    fetches: one request in flight per client (a ccxt client keeps per-request state: last URL,
+    headers, throttle clock, HTTP session), all spaced by one :class:`SharedThrottle`, so the pool
+    asks no more of the account's rate limit than one client does. The first client is the one that
+    loads markets; :func:`recon_pipeline.exchange.fetch.share_markets` hands them to the others."""
+    size = exchange_concurrency(account, env) if size is None else size
+    if size < 1:
+        raise SettingsError(f"an exchange pool needs at least one client, not {size}")
+    clients = [make_exchange(account, env, **kwargs) for _ in range(size)]
+    if size > 1:
+        shared = SharedThrottle()
+        for client in clients:
+            client.shared_throttle = shared
+    return clients
 
 
 def make_exchange(account: str, env: Mapping[str, str] = os.environ, *, timeout_ms: int = 10_000,

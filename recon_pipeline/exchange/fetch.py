@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -261,24 +261,35 @@ def fetch_fills(ex: Any, account: str, symbols: Iterable[str], since: pd.Timesta
     ``qty`` is ccxt's amount times the market's contract size (ccxt gives USD-M amounts in contracts).
     """
     lo, hi = _ms(since), _ms(until)
-    by_key: dict[tuple[str, str], dict] = {}
+    rows: list[tuple] = []
     for symbol in sorted(set(symbols)):
-        with _guard(ex, account, "fetch_my_trades", symbol=symbol):
-            market = _market(ex, symbol)
-        mtype = market["type"]
-        width = SPOT_WINDOW_MS if mtype == "spot" else SWAP_WINDOW_MS
-        contract_size = float(market.get("contractSize") or 1.0) if mtype == "swap" else 1.0
-        call = _raw_trades_call(ex, market)
-        for a, b in _chunks(lo, hi, width):
-            window = (_ts(a), _ts(b))
-            with _guard(ex, account, _ENDPOINTS["trades", mtype], symbol=symbol, window=window):
-                trades = _page_window(ex, call, symbol, a, b, "fromId")
-                for t in trades:
-                    row = _raw_fill_row(ex, account, symbol, market["id"], t, contract_size)
-                    by_key[(symbol, row[1])] = row
-    if not by_key:
+        rows.extend(symbol_fill_rows(ex, account, symbol, lo, hi))
+    return fills_frame(rows)
+
+
+def symbol_fill_rows(ex: Any, account: str, symbol: str, lo: int, hi: int) -> list[tuple]:
+    """The fill rows (``_FILL_COLUMNS`` tuples, ``ts`` in ms) of one symbol with ``lo <= ts < hi``."""
+    by_id: dict[str, tuple] = {}
+    with _guard(ex, account, "fetch_my_trades", symbol=symbol):
+        market = _market(ex, symbol)
+    mtype = market["type"]
+    width = SPOT_WINDOW_MS if mtype == "spot" else SWAP_WINDOW_MS
+    contract_size = float(market.get("contractSize") or 1.0) if mtype == "swap" else 1.0
+    call = _raw_trades_call(ex, market)
+    for a, b in _chunks(lo, hi, width):
+        window = (_ts(a), _ts(b))
+        with _guard(ex, account, _ENDPOINTS["trades", mtype], symbol=symbol, window=window):
+            for t in _page_window(ex, call, symbol, a, b, "fromId"):
+                row = _raw_fill_row(ex, account, symbol, market["id"], t, contract_size)
+                by_id[row[1]] = row
+    return list(by_id.values())
+
+
+def fills_frame(rows: list[tuple]) -> pd.DataFrame:
+    """EXCHANGE_FILLS of fill rows, in time, symbol, numeric id order (rows of one id once)."""
+    if not rows:
         return schemas.empty(schemas.EXCHANGE_FILLS)
-    rows = sorted(by_key.values(), key=lambda r: (r[9], r[3], int(r[1])))
+    rows = sorted({(r[3], r[1]): r for r in rows}.values(), key=lambda r: (r[9], r[3], int(r[1])))
     frame = pd.DataFrame.from_records(rows, columns=_FILL_COLUMNS)
     frame["ts"] = pd.to_datetime(frame["ts"], unit="ms", utc=True)
     return schemas.conform(frame, schemas.EXCHANGE_FILLS, name="exchange_fills")
@@ -460,42 +471,181 @@ def fetch_orders(ex: Any, account: str, symbols: Iterable[str], since: pd.Timest
             wanted.setdefault(str(sym), set()).add(str(oid))
             if str(sym) not in symbols:
                 symbols.append(str(sym))
-    best: dict[tuple[str, str], dict] = {}
+    rows: list[dict] = []
+    for symbol in sorted(symbols):
+        rows.extend(symbol_orders(ex, account, symbol, lo, hi, wanted.get(symbol, ()), lookup_delay_s=lookup_delay_s))
+    return orders_frame(rows)
+
+
+def orders_frame(rows: list[dict]) -> pd.DataFrame:
+    rows = sorted(rows, key=lambda r: (r["symbol"], r["created_ts"], r["exchange_order_id"]))
+    return _frame(rows, schemas.EXCHANGE_ORDERS, "exchange_orders", ms_columns=("created_ts", "updated_ts"))
+
+
+def symbol_span_orders(ex: Any, account: str, symbol: str, lo: int, hi: int) -> list[dict]:
+    """Order rows of one symbol created in ``[lo, hi)`` ms (``allOrders``, paged)."""
+    with _guard(ex, account, "fetch_orders", symbol=symbol):
+        market = _market(ex, symbol)
+    mtype = market["type"]
+    width = SPOT_WINDOW_MS if mtype == "spot" else SWAP_WINDOW_MS
+    cs = float(market.get("contractSize") or 1.0) if mtype == "swap" else 1.0
+    rows = []
+    for a, b in _chunks(lo, hi, width):
+        with _guard(ex, account, _ENDPOINTS["orders", mtype], symbol=symbol, window=(_ts(a), _ts(b))):
+            for o in _page_window(ex, _raw_orders_call(ex, market), symbol, a, b, "orderId"):
+                rows.append(_order_row(account, _unified_order(ex, market, o), cs))
+    return rows
+
+
+def symbol_orders(ex: Any, account: str, symbol: str, lo: int, hi: int, wanted: Iterable[str] = (), *,
+                  known: Iterable[dict] = (), lookup_delay_s: float = 0.0) -> list[dict]:
+    """Order rows of one symbol: created in ``[lo, hi)`` (paged; nothing when ``lo >= hi``), ``known``
+    rows (created in a span fetched earlier, see ``read_ahead``), every open order, each ``wanted`` id
+    not among them, one row per id with the latest update.
+
+    A known row still ``open`` when it was fetched may have changed since: unless the open list has
+    it, it is fetched again by id, so the rows are as of now, as if every one had just been paged
+    (a closed, canceled, expired or rejected order does not change).
+    """
+    with _guard(ex, account, "fetch_orders", symbol=symbol):
+        market = _market(ex, symbol)
+    mtype = market["type"]
+    cs = float(market.get("contractSize") or 1.0) if mtype == "swap" else 1.0
+    best: dict[str, dict] = {}
 
     def keep(row: dict) -> None:
-        key = (row["symbol"], row["exchange_order_id"])
-        if key not in best or row["updated_ts"] >= best[key]["updated_ts"]:
-            best[key] = row
+        oid = row["exchange_order_id"]
+        if oid not in best or row["updated_ts"] >= best[oid]["updated_ts"]:
+            best[oid] = row
 
-    for symbol in sorted(symbols):
-        with _guard(ex, account, "fetch_orders", symbol=symbol):
-            market = _market(ex, symbol)
-        mtype = market["type"]
-        width = SPOT_WINDOW_MS if mtype == "spot" else SWAP_WINDOW_MS
-        cs = float(market.get("contractSize") or 1.0) if mtype == "swap" else 1.0
-        for a, b in _chunks(lo, hi, width):
-            with _guard(ex, account, _ENDPOINTS["orders", mtype], symbol=symbol, window=(_ts(a), _ts(b))):
-                for o in _page_window(ex, _raw_orders_call(ex, market), symbol, a, b, "orderId"):
-                    keep(_order_row(account, _unified_order(ex, market, o), cs))
-        with _guard(ex, account, _ENDPOINTS["open", mtype], symbol=symbol):
-            opened = ex.fetch_open_orders(symbol)
-            if not isinstance(opened, list):
-                raise _Malformed(f"open orders is {type(opened).__name__}")
-            for o in opened:
-                keep(_order_row(account, o, cs))
-        for oid in sorted(wanted.get(symbol, ()), key=lambda i: (len(i), i)):
-            if (symbol, oid) in best:
+    for row in known:
+        keep(dict(row))
+    stale = {oid for oid, row in best.items() if row["status"] == "open"}
+    if lo < hi:
+        for row in symbol_span_orders(ex, account, symbol, lo, hi):
+            keep(row)
+    with _guard(ex, account, _ENDPOINTS["open", mtype], symbol=symbol):
+        opened = ex.fetch_open_orders(symbol)
+        if not isinstance(opened, list):
+            raise _Malformed(f"open orders is {type(opened).__name__}")
+        for o in opened:
+            row = _order_row(account, o, cs)
+            keep(row)
+            stale.discard(row["exchange_order_id"])
+    refetch = stale | {str(i) for i in wanted if str(i) not in best}
+    for oid in sorted(refetch, key=lambda i: (len(i), i)):
+        with _guard(ex, account, _ENDPOINTS["order", mtype], symbol=symbol):
+            if lookup_delay_s > 0:
+                time.sleep(lookup_delay_s)
+            try:
+                o = ex.fetch_order(oid, symbol)
+            except ccxt.OrderNotFound:
+                if oid in stale:  # it was listed a moment ago: gone now is an answer we cannot trust
+                    raise _Malformed(f"order {oid} was listed by allOrders but is now unknown") from None
                 continue
-            with _guard(ex, account, _ENDPOINTS["order", mtype], symbol=symbol):
-                if lookup_delay_s > 0:
-                    time.sleep(lookup_delay_s)
-                try:
-                    o = ex.fetch_order(oid, symbol)
-                except ccxt.OrderNotFound:
-                    continue
-                keep(_order_row(account, o, cs))
-    rows = sorted(best.values(), key=lambda r: (r["symbol"], r["created_ts"], r["exchange_order_id"]))
-    return _frame(rows, schemas.EXCHANGE_ORDERS, "exchange_orders", ms_columns=("created_ts", "updated_ts"))
+            keep(_order_row(account, o, cs))
+    return list(best.values())
+
+
+# --- fills and orders of many symbols, in parallel ---------------------------------------------------
+
+
+def share_markets(clients: Sequence[Any]) -> None:
+    """Give every client the markets the first one loaded (ccxt's ``set_markets_from_exchange``: the
+    same dicts, no second ``exchangeInfo`` request)."""
+    primary = clients[0]
+    for other in clients[1:]:
+        if other.markets is None and primary.markets is not None:
+            other.set_markets_from_exchange(primary)
+
+
+def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str], since: pd.Timestamp,
+                   until: pd.Timestamp, lookup_ids: Mapping[str, list[str]] | None = None, *,
+                   read_ahead: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(EXCHANGE_FILLS, EXCHANGE_ORDERS) of ``symbols``: exactly :func:`fetch_fills` followed by
+    :func:`fetch_orders` with ``fills=`` the fills, done per symbol, the symbols spread over
+    ``clients`` (each client serves one symbol at a time: ccxt clients are not thread-safe).
+
+    Why per symbol: a symbol's orders depend only on its own fills (the orders they point to), and
+    most of a snapshot is waiting for the exchange to answer; with several requests in flight the
+    exchange works while this process parses the previous answer. The fills-before-orders order that
+    loses nothing holds per symbol. The frames equal the serial ones (same rows, same order).
+
+    ``read_ahead``: symbol -> a span fetched earlier (:class:`recon_pipeline.exchange.read_ahead.Span`)
+    ending exactly at ``until``; only the part of ``[since, until)`` before it is paged now, its open
+    orders are asked again (see :func:`symbol_orders`).
+
+    Complete or an error, as everywhere here: when symbols fail, nothing is returned, and the error
+    raised is that of the first failed symbol in sorted order (as the serial fetch would raise);
+    symbols not started yet are cancelled.
+    """
+    fill_symbols = set(symbols)
+    lookup = {str(k): list(v) for k, v in (lookup_ids or {}).items()}
+    todo = sorted(fill_symbols | set(lookup))
+    lo, hi = _ms(since), _ms(until)
+    spans = {sym: span for sym, span in (read_ahead or {}).items() if span.hi == hi and span.lo >= lo}
+    if not todo:
+        return schemas.empty(schemas.EXCHANGE_FILLS), schemas.empty(schemas.EXCHANGE_ORDERS)
+    share_markets(clients)
+
+    def one(ex: Any, symbol: str) -> tuple[list[tuple], list[dict]]:
+        span = spans.get(symbol) if symbol in fill_symbols else None
+        cut = span.lo if span is not None else hi  # [lo, cut) is paged now, [cut, hi) was read ahead
+        fills = symbol_fill_rows(ex, account, symbol, lo, cut) if symbol in fill_symbols else []
+        if span is not None:
+            fills = fills + list(span.fills)
+        wanted = set(lookup.get(symbol, ())) | {r[2] for r in fills}
+        # orders are created in [lo, until] (inclusive): the span read ahead holds [cut, hi]
+        orders = symbol_orders(ex, account, symbol, lo, cut if span is not None else hi + 1, wanted,
+                               known=span.orders if span is not None else ())
+        return fills, orders
+
+    if len(clients) == 1 or len(todo) == 1:
+        parts = [one(clients[0], symbol) for symbol in todo]
+    else:
+        parts = _per_symbol_in_parallel(clients, todo, one)
+    return (fills_frame([r for f, _ in parts for r in f]),
+            orders_frame([r for _, o in parts for r in o]))
+
+
+def _per_symbol_in_parallel(clients: Sequence[Any], symbols: list[str],
+                            work: Callable[[Any, str], tuple]) -> list:
+    """``work(client, symbol)`` for each symbol, at most one symbol per client at a time; results in
+    ``symbols`` order. Once a symbol has failed no other symbol starts (the ones running finish their
+    own bounded retries), and the error raised is that of the first failed symbol in ``symbols`` order."""
+    import queue
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for client in clients:
+        free.put(client)
+    failed = threading.Event()
+
+    def task(symbol: str):
+        if failed.is_set():
+            return _NOT_STARTED
+        client = free.get()
+        try:
+            return work(client, symbol)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            free.put(client)
+
+    pool = ThreadPoolExecutor(max_workers=min(len(clients), len(symbols)), thread_name_prefix="recon-fetch")
+    try:
+        futures = [pool.submit(task, symbol) for symbol in symbols]
+    finally:  # waits for the running symbols
+        pool.shutdown(wait=True)
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()
+    return [future.result() for future in futures]
+
+
+_NOT_STARTED = object()  # a symbol skipped after another one failed (only ever seen with an error raised)
 
 
 # --- positions and balances ----------------------------------------------------------------------------

@@ -62,14 +62,14 @@ def test_bad_rows_are_reported_and_the_rest_of_the_window_is_reconciled(world, m
             " 'BTC/USDT:USDT', 'long', 'OPEN', 'NaN', 60000, '2026-11-30T08:30:00Z', 'alpha-e-T1099', 0,"
             " '2026-11-30T08:30:01Z')"))
 
-    real_fetch_fills = fetch.fetch_fills
+    real_fetch_activity = fetch.fetch_activity
 
     def fills_with_conflicting_copy(*args, **kwargs):
-        fills = real_fetch_fills(*args, **kwargs)
+        fills, orders = real_fetch_activity(*args, **kwargs)
         copy_ = fills[fills["fill_id"] == "900001"].assign(qty=9.0)  # the same fill id, another qty
-        return schemas.conform(pd.concat([fills, copy_], ignore_index=True), schemas.EXCHANGE_FILLS)
+        return schemas.conform(pd.concat([fills, copy_], ignore_index=True), schemas.EXCHANGE_FILLS), orders
 
-    monkeypatch.setattr(fetch, "fetch_fills", fills_with_conflicting_copy)
+    monkeypatch.setattr(fetch, "fetch_activity", fills_with_conflicting_copy)
     outcome = w.reconcile("gamma")
     assert outcome.success, outcome.error
 
