@@ -52,7 +52,39 @@ def get_instance():
         return DagsterInstance.get()
     # An ephemeral instance keeps every event in memory; its console shows warnings and errors only.
     level = os.environ.get("RECON_LOG_LEVEL", "WARNING")
-    return remember_dynamic_partitions(DagsterInstance.ephemeral(settings={"python_logs": {"python_log_level": level}}))
+    instance = DagsterInstance.ephemeral(settings={"python_logs": {"python_log_level": level}})
+    return one_event_log_connection(remember_dynamic_partitions(instance))
+
+
+def one_event_log_connection(instance):
+    """Let an ephemeral instance's in-memory event log use the one connection it already holds.
+
+    Dagster's in-memory event log opens a new SQLite connection (and sets two pragmas) for every
+    event it stores and every query, all under one lock: about 8 % of a window in a week-long
+    backfill (docs/performance.md). The storage already keeps a connection open for its whole life
+    (the in-memory database lives as long as one is open); serving every call from it, under the
+    same lock, keeps each call in its own transaction as before.
+    """
+    from contextlib import contextmanager
+
+    from dagster._core.storage.event_log.in_memory import InMemoryEventLogStorage
+
+    storage = getattr(instance, "_event_storage", None)
+    if not instance.is_ephemeral or type(storage) is not InMemoryEventLogStorage:
+        return instance
+    held = storage._held_conn
+    with held.begin():
+        held.execute(sa.text("PRAGMA foreign_keys=ON;")).close()
+
+    @contextmanager
+    def connect():
+        with storage._db_lock, held.begin():
+            yield held
+
+    storage._connect = connect
+    storage.run_connection = lambda run_id=None: connect()
+    storage.index_connection = connect
+    return instance
 
 
 def remember_dynamic_partitions(instance):
@@ -171,12 +203,15 @@ def _stored(engine, start, profile_id) -> tuple[dict, dict]:
 
 def backfill(start: str | pd.Timestamp, end: str | pd.Timestamp, profiles: list[str] | None = None, *,
              dry_run: bool = False, apply: bool = False, instance=None, db_url: str | None = None,
-             exchange_config: dict | None = None):
+             exchange_config: dict | None = None, read_ahead: bool | None = None):
     """Reconcile every window of ``[start, end]`` (inclusive) for each profile, oldest window first.
 
     Windows of one profile run in time order (a later window's batch assumes the earlier ones
     landed); all runs share one process and one Dagster instance, so the code location and the
-    heavy imports are paid once, not per window. Yields one :class:`Outcome` per partition.
+    heavy imports are paid once, not per window. While a window is reconciled, a worker process reads
+    the next window's settled exchange history (``recon_pipeline.exchange.read_ahead``; off with
+    ``read_ahead=False`` or ``RECON_BACKFILL_READ_AHEAD=false``). Yields one :class:`Outcome` per
+    partition.
     """
     from recon_pipeline.db.engine import make_engine
     from recon_pipeline.db.read import read_profiles
@@ -199,7 +234,23 @@ def backfill(start: str | pd.Timestamp, end: str | pd.Timestamp, profiles: list[
         raise LookupError(f"profiles not in the profiles table: {', '.join(unknown)}")
     instance = instance or get_instance()
     windows = pd.date_range(first, last, freq="h")
-    for profile_id in chosen:
-        for window in windows:
-            yield reconcile_partition(window, profile_id, dry_run=dry_run, apply=apply, instance=instance,
-                                      db_url=url, exchange_config=exchange_config)
+    if read_ahead is None:
+        read_ahead = read_ahead_enabled()
+    from contextlib import nullcontext
+
+    from recon_pipeline.exchange.read_ahead import reading_ahead
+
+    planned = [(p, int(w.value // 1_000_000)) for p in chosen for w in windows]
+    with reading_ahead(planned) if read_ahead else nullcontext():
+        for profile_id in chosen:
+            for window in windows:
+                yield reconcile_partition(window, profile_id, dry_run=dry_run, apply=apply, instance=instance,
+                                          db_url=url, exchange_config=exchange_config)
+
+
+def read_ahead_enabled(env=os.environ) -> bool:
+    """``RECON_BACKFILL_READ_AHEAD`` (default true)."""
+    from recon_pipeline.settings import _parse_bool
+
+    raw = (env.get("RECON_BACKFILL_READ_AHEAD") or "").strip()
+    return _parse_bool("RECON_BACKFILL_READ_AHEAD", raw) if raw else True

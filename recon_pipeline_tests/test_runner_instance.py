@@ -29,3 +29,45 @@ def test_a_persistent_instance_is_left_alone(tmp_path):
     instance = DagsterInstance.local_temp(str(tmp_path))
     assert remember_dynamic_partitions(instance) is instance
     assert "has_dynamic_partition" not in vars(instance)
+
+
+def _two_runs(instance) -> int:
+    """Materialise an asset twice; the connections the event log opened meanwhile."""
+    import sqlalchemy as sa
+    from dagster import AssetKey, asset, materialize
+
+    opened = []
+    sa.event.listen(instance._event_storage._engine, "connect", lambda *a: opened.append(1))
+
+    @asset
+    def thing() -> int:
+        return 1
+
+    for _ in range(2):
+        assert materialize([thing], instance=instance).success
+    records = instance.fetch_materializations(AssetKey("thing"), limit=10).records
+    assert len(records) == 2                       # stored and read back, run after run
+    assert instance.get_latest_materialization_event(AssetKey("thing")) is not None
+    return len(opened)
+
+
+def test_the_ephemeral_event_log_serves_every_call_from_its_one_connection():
+    from recon_pipeline.runner import one_event_log_connection
+
+    plain = DagsterInstance.ephemeral()
+    assert _two_runs(plain) > 20                            # Dagster's own: one per event or query
+    instance = one_event_log_connection(DagsterInstance.ephemeral())
+    storage = instance._event_storage
+    assert _two_runs(instance) <= 2                         # has_table's own (once a run), nothing else
+    with storage._connect() as conn:               # each call is its own transaction, as before
+        assert conn.in_transaction()
+    assert not storage._held_conn.in_transaction()
+
+
+def test_a_persistent_event_log_is_left_alone(tmp_path):
+    from recon_pipeline.runner import one_event_log_connection
+
+    instance = DagsterInstance.local_temp(str(tmp_path))
+    before = instance._event_storage._connect
+    assert one_event_log_connection(instance) is instance
+    assert instance._event_storage._connect == before
