@@ -32,22 +32,17 @@ def test_a_persistent_instance_is_left_alone(tmp_path):
 
 
 def _two_runs(instance) -> int:
-    """Materialise an asset twice; the connections the event log opened meanwhile."""
+    """Store two materializations of an asset and read them back; the connections the event log opened."""
     import sqlalchemy as sa
-    from dagster import AssetKey, asset, materialize
+    from dagster import AssetKey, AssetMaterialization
 
     opened = []
     sa.event.listen(instance._event_storage._engine, "connect", lambda *a: opened.append(1))
-
-    @asset
-    def thing() -> int:
-        return 1
-
-    for _ in range(2):
-        assert materialize([thing], instance=instance).success
+    for n in range(2):
+        instance.report_runless_asset_event(AssetMaterialization("thing", metadata={"n": n}))
+        assert instance.get_latest_materialization_event(AssetKey("thing")) is not None
     records = instance.fetch_materializations(AssetKey("thing"), limit=10).records
-    assert len(records) == 2                       # stored and read back, run after run
-    assert instance.get_latest_materialization_event(AssetKey("thing")) is not None
+    assert [r.asset_materialization.metadata["n"].value for r in records] == [1, 0]   # stored, read back
     return len(opened)
 
 
@@ -55,10 +50,10 @@ def test_the_ephemeral_event_log_serves_every_call_from_its_one_connection():
     from recon_pipeline.runner import one_event_log_connection
 
     plain = DagsterInstance.ephemeral()
-    assert _two_runs(plain) > 20                            # Dagster's own: one per event or query
+    assert _two_runs(plain) >= 6                            # Dagster's own: one per event or query
     instance = one_event_log_connection(DagsterInstance.ephemeral())
     storage = instance._event_storage
-    assert _two_runs(instance) <= 2                         # has_table's own (once a run), nothing else
+    assert _two_runs(instance) <= 1                         # has_table's own at most, nothing else
     with storage._connect() as conn:               # each call is its own transaction, as before
         assert conn.in_transaction()
     assert not storage._held_conn.in_transaction()

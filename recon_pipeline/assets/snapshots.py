@@ -216,11 +216,11 @@ def symbols_to_fetch(slices: pd.DataFrame, orders: pd.DataFrame, markets: pd.Dat
     an open order on the exchange. Symbols the exchange does not list are left out here and surface
     as UNKNOWN_SYMBOL in the rules.
     """
-    wanted = set(slices["symbol"].dropna()) | set(orders["symbol"].dropna())
+    wanted = set(slices["symbol"].dropna().unique()) | set(orders["symbol"].dropna().unique())
     swap = positions[positions["market_type"] == "swap"]
-    wanted |= set(swap.loc[swap["qty"] != 0, "instrument"].dropna())
+    wanted |= set(swap.loc[swap["qty"] != 0, "instrument"].dropna().unique())
     if open_orders is not None:
-        wanted |= set(open_orders["symbol"].dropna())
+        wanted |= set(open_orders["symbol"].dropna().unique())
     return sorted(wanted & set(markets["symbol"]))
 
 
