@@ -81,9 +81,11 @@ def read_spans(account: str, options: dict, concurrency: int, symbols: list[str]
     now = fetch._ms(fetch.fetch_server_time(clients[0]))
     if now < hi:
         return {}
-    if clients[0].markets is None:
-        with fetch._guard(clients[0], account, "/api/v3/exchangeInfo+/fapi/v1/exchangeInfo"):
-            clients[0].load_markets()
+    # Markets afresh for every span, as the snapshot loads them (a contract size is read from them).
+    with fetch._guard(clients[0], account, "/api/v3/exchangeInfo+/fapi/v1/exchangeInfo"):
+        clients[0].load_markets(reload=True)
+    for other in clients[1:]:
+        other.markets = None
     fetch.share_markets(clients)
 
     def one(ex: Any, symbol: str) -> Span:
