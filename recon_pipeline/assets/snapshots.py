@@ -237,7 +237,7 @@ def _fetch_account(clients, account: str, window: Window, market_types: set[str]
     from recon_pipeline.exchange import fetch, read_ahead
 
     ahead = read_ahead.active()
-    spans = ahead.take(account, fetch._ms(window.start), fetch._ms(window.end)) if ahead is not None else {}
+    spans = ahead.take(account, fetch.epoch_ms(window.start), fetch.epoch_ms(window.end)) if ahead is not None else {}
     if ahead is not None and clients[0].enableRateLimit:  # two fetching processes share one budget
         for c in clients:
             c.rateLimit *= ahead.budget_share
@@ -266,9 +266,9 @@ def _fetch_account(clients, account: str, window: Window, market_types: set[str]
                                  schemas.EXCHANGE_ORDERS)
         symbols = sorted(set(symbols) | set(extra))
     if ahead is not None and client_options is not None:
-        nxt = fetch._ms(window.end)
-        ahead.schedule(account, window.profile_id, symbols, nxt, nxt + (nxt - fetch._ms(window.start)),
-                       fetch._ms(now), client_options, len(clients))
+        nxt = fetch.epoch_ms(window.end)
+        ahead.schedule(account, window.profile_id, symbols, nxt, nxt + (nxt - fetch.epoch_ms(window.start)),
+                       fetch.epoch_ms(now), client_options, len(clients))
     return now, clock, markets, positions, fills, orders, symbols
 
 

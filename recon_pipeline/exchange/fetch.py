@@ -96,6 +96,10 @@ def _ms(ts: pd.Timestamp) -> int:
     return int(ts.tz_convert("UTC").value // 1_000_000)
 
 
+epoch_ms = _ms  # public name: the snapshot and the read-ahead key spans by epoch milliseconds
+guard = _guard  # public name: the read-ahead worker reports its failures as the snapshot does
+
+
 def _ts(ms: int) -> pd.Timestamp:
     return pd.Timestamp(int(ms), unit="ms", tz="UTC")
 
@@ -603,12 +607,12 @@ def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str],
     if len(clients) == 1 or len(todo) == 1:
         parts = [one(clients[0], symbol) for symbol in todo]
     else:
-        parts = _per_symbol_in_parallel(clients, todo, one)
+        parts = per_symbol_in_parallel(clients, todo, one)
     return (fills_frame([r for f, _ in parts for r in f]),
             orders_frame([r for _, o in parts for r in o]))
 
 
-def _per_symbol_in_parallel(clients: Sequence[Any], symbols: list[str],
+def per_symbol_in_parallel(clients: Sequence[Any], symbols: list[str],
                             work: Callable[[Any, str], tuple]) -> list:
     """``work(client, symbol)`` for each symbol, at most one symbol per client at a time; results in
     ``symbols`` order. Once a symbol has failed no other symbol starts (the ones running finish their

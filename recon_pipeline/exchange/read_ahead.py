@@ -78,11 +78,11 @@ def read_spans(account: str, options: dict, concurrency: int, symbols: list[str]
             if client.enableRateLimit:
                 client.rateLimit *= budget_share
         _POOLS[key] = clients
-    now = fetch._ms(fetch.fetch_server_time(clients[0]))
+    now = fetch.epoch_ms(fetch.fetch_server_time(clients[0]))
     if now < hi:
         return {}
     # Markets afresh for every span, as the snapshot loads them (a contract size is read from them).
-    with fetch._guard(clients[0], account, "/api/v3/exchangeInfo+/fapi/v1/exchangeInfo"):
+    with fetch.guard(clients[0], account, "/api/v3/exchangeInfo+/fapi/v1/exchangeInfo"):
         clients[0].load_markets(reload=True)
     for other in clients[1:]:
         other.markets = None
@@ -97,7 +97,7 @@ def read_spans(account: str, options: dict, concurrency: int, symbols: list[str]
     if len(clients) == 1 or len(ordered) == 1:
         spans = [one(clients[0], symbol) for symbol in ordered]
     else:
-        spans = fetch._per_symbol_in_parallel(clients, ordered, one)
+        spans = fetch.per_symbol_in_parallel(clients, ordered, one)
     return {span.symbol: span for span in spans}
 
 
