@@ -63,11 +63,6 @@ class ExchangeClients(ConfigurableResource):
         return {"timeout_ms": self.timeout_ms, "enable_rate_limit": self.enable_rate_limit,
                 "max_retries": self.max_retries, "retry_backoff_s": self.retry_backoff_s}
 
-    def client(self, account: str):
-        from recon_pipeline.exchange.client import make_exchange
-
-        return make_exchange(account, **self.options())
-
     def clients(self, account: str) -> list:
         """The account's pool for one snapshot: the first client loads markets, all share its throttle."""
         from recon_pipeline.exchange.client import make_exchange_pool

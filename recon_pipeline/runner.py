@@ -240,7 +240,7 @@ def backfill(start: str | pd.Timestamp, end: str | pd.Timestamp, profiles: list[
 
     from recon_pipeline.exchange.read_ahead import reading_ahead
 
-    planned = [(p, int(w.value // 1_000_000)) for p in chosen for w in windows]
+    planned = ((p, int(w.value // 1_000_000)) for p in chosen for w in windows)
     with reading_ahead(planned) if read_ahead else nullcontext():
         for profile_id in chosen:
             for window in windows:

@@ -238,9 +238,8 @@ def _fetch_account(clients, account: str, window: Window, market_types: set[str]
 
     ahead = read_ahead.active()
     spans = ahead.take(account, fetch.epoch_ms(window.start), fetch.epoch_ms(window.end)) if ahead is not None else {}
-    if ahead is not None and clients[0].enableRateLimit:  # two fetching processes share one budget
-        for c in clients:
-            c.rateLimit *= ahead.budget_share
+    if ahead is not None:  # two fetching processes share one budget
+        read_ahead.share_rate_limit(clients, ahead.budget_share)
 
     client = clients[0]
     now = fetch.fetch_server_time(client)

@@ -137,6 +137,14 @@ def _market(ex: Any, symbol: str) -> dict:
     return market
 
 
+def _symbol_market(ex: Any, account: str, symbol: str, what: str) -> tuple[dict, int, float]:
+    """(market, Binance's widest time window for it, contract size) of a symbol about to be fetched."""
+    with _guard(ex, account, what, symbol=symbol):
+        market = _market(ex, symbol)
+    swap = market["type"] == "swap"
+    return market, (SWAP_WINDOW_MS if swap else SPOT_WINDOW_MS), (float(market.get("contractSize") or 1.0) if swap else 1.0)
+
+
 def _chunks(start: int, end: int, width: int) -> Iterator[tuple[int, int]]:
     """[start, end) cut into consecutive [a, b) pieces no wider than ``width`` ms."""
     a = start
@@ -274,15 +282,11 @@ def fetch_fills(ex: Any, account: str, symbols: Iterable[str], since: pd.Timesta
 def symbol_fill_rows(ex: Any, account: str, symbol: str, lo: int, hi: int) -> list[tuple]:
     """The fill rows (``_FILL_COLUMNS`` tuples, ``ts`` in ms) of one symbol with ``lo <= ts < hi``."""
     by_id: dict[str, tuple] = {}
-    with _guard(ex, account, "fetch_my_trades", symbol=symbol):
-        market = _market(ex, symbol)
-    mtype = market["type"]
-    width = SPOT_WINDOW_MS if mtype == "spot" else SWAP_WINDOW_MS
-    contract_size = float(market.get("contractSize") or 1.0) if mtype == "swap" else 1.0
+    market, width, contract_size = _symbol_market(ex, account, symbol, "fetch_my_trades")
     call = _raw_trades_call(ex, market)
     for a, b in _chunks(lo, hi, width):
         window = (_ts(a), _ts(b))
-        with _guard(ex, account, _ENDPOINTS["trades", mtype], symbol=symbol, window=window):
+        with _guard(ex, account, _ENDPOINTS["trades", market["type"]], symbol=symbol, window=window):
             for t in _page_window(ex, call, symbol, a, b, "fromId"):
                 row = _raw_fill_row(ex, account, symbol, market["id"], t, contract_size)
                 by_id[row[1]] = row
@@ -488,14 +492,10 @@ def orders_frame(rows: list[dict]) -> pd.DataFrame:
 
 def symbol_span_orders(ex: Any, account: str, symbol: str, lo: int, hi: int) -> list[dict]:
     """Order rows of one symbol created in ``[lo, hi)`` ms (``allOrders``, paged)."""
-    with _guard(ex, account, "fetch_orders", symbol=symbol):
-        market = _market(ex, symbol)
-    mtype = market["type"]
-    width = SPOT_WINDOW_MS if mtype == "spot" else SWAP_WINDOW_MS
-    cs = float(market.get("contractSize") or 1.0) if mtype == "swap" else 1.0
+    market, width, cs = _symbol_market(ex, account, symbol, "fetch_orders")
     rows = []
     for a, b in _chunks(lo, hi, width):
-        with _guard(ex, account, _ENDPOINTS["orders", mtype], symbol=symbol, window=(_ts(a), _ts(b))):
+        with _guard(ex, account, _ENDPOINTS["orders", market["type"]], symbol=symbol, window=(_ts(a), _ts(b))):
             for o in _page_window(ex, _raw_orders_call(ex, market), symbol, a, b, "orderId"):
                 rows.append(_order_row(account, _unified_order(ex, market, o), cs))
     return rows
@@ -511,10 +511,8 @@ def symbol_orders(ex: Any, account: str, symbol: str, lo: int, hi: int, wanted: 
     it, it is fetched again by id, so the rows are as of now, as if every one had just been paged
     (a closed, canceled, expired or rejected order does not change).
     """
-    with _guard(ex, account, "fetch_orders", symbol=symbol):
-        market = _market(ex, symbol)
+    market, _, cs = _symbol_market(ex, account, symbol, "fetch_orders")
     mtype = market["type"]
-    cs = float(market.get("contractSize") or 1.0) if mtype == "swap" else 1.0
     best: dict[str, dict] = {}
 
     def keep(row: dict) -> None:
@@ -581,7 +579,7 @@ def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str],
 
     Complete or an error, as everywhere here: when symbols fail, nothing is returned, and the error
     raised is that of the first failed symbol in sorted order (as the serial fetch would raise);
-    symbols not started yet are cancelled.
+    symbols not started yet are skipped.
     """
     fill_symbols = set(symbols)
     lookup = {str(k): list(v) for k, v in (lookup_ids or {}).items()}
@@ -604,10 +602,7 @@ def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str],
                                known=span.orders if span is not None else ())
         return fills, orders
 
-    if len(clients) == 1 or len(todo) == 1:
-        parts = [one(clients[0], symbol) for symbol in todo]
-    else:
-        parts = per_symbol_in_parallel(clients, todo, one)
+    parts = per_symbol_in_parallel(clients, todo, one)
     return (fills_frame([r for f, _ in parts for r in f]),
             orders_frame([r for _, o in parts for r in o]))
 
@@ -616,10 +611,14 @@ def per_symbol_in_parallel(clients: Sequence[Any], symbols: list[str],
                             work: Callable[[Any, str], tuple]) -> list:
     """``work(client, symbol)`` for each symbol, at most one symbol per client at a time; results in
     ``symbols`` order. Once a symbol has failed no other symbol starts (the ones running finish their
-    own bounded retries), and the error raised is that of the first failed symbol in ``symbols`` order."""
+    own bounded retries), and the error raised is that of the first failed symbol in ``symbols`` order.
+    With one client or one symbol it all runs here, one symbol after the other."""
     import queue
     import threading
     from concurrent.futures import ThreadPoolExecutor
+
+    if len(clients) == 1 or len(symbols) <= 1:
+        return [work(clients[0], symbol) for symbol in symbols]
 
     free: queue.SimpleQueue = queue.SimpleQueue()
     for client in clients:

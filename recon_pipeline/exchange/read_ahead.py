@@ -43,12 +43,11 @@ HOUR_MS = 3_600_000
 @dataclass(frozen=True)
 class Span:
     """One symbol's history read ahead: fills with ``lo <= ts < hi`` and the orders created in
-    ``[lo, hi]`` (both as ``fetch``'s row tuples / dicts), read when the exchange's clock was ``read_at``."""
+    ``[lo, hi]`` (both as ``fetch``'s row tuples / dicts)."""
 
     symbol: str
     lo: int
     hi: int
-    read_at: int
     fills: tuple = ()
     orders: tuple = ()
 
@@ -74,9 +73,7 @@ def read_spans(account: str, options: dict, concurrency: int, symbols: list[str]
     clients = _POOLS.get(key)
     if clients is None:
         clients = make_exchange_pool(account, size=concurrency, **options)
-        for client in clients:
-            if client.enableRateLimit:
-                client.rateLimit *= budget_share
+        share_rate_limit(clients, budget_share)
         _POOLS[key] = clients
     now = fetch.epoch_ms(fetch.fetch_server_time(clients[0]))
     if now < hi:
@@ -91,14 +88,18 @@ def read_spans(account: str, options: dict, concurrency: int, symbols: list[str]
     def one(ex: Any, symbol: str) -> Span:
         fills = fetch.symbol_fill_rows(ex, account, symbol, lo, hi)
         orders = fetch.symbol_span_orders(ex, account, symbol, lo, hi + 1)
-        return Span(symbol, lo, hi, now, tuple(fills), tuple(orders))
+        return Span(symbol, lo, hi, tuple(fills), tuple(orders))
 
-    ordered = sorted(set(symbols))
-    if len(clients) == 1 or len(ordered) == 1:
-        spans = [one(clients[0], symbol) for symbol in ordered]
-    else:
-        spans = fetch.per_symbol_in_parallel(clients, ordered, one)
+    spans = fetch.per_symbol_in_parallel(clients, sorted(set(symbols)), one)
     return {span.symbol: span for span in spans}
+
+
+def share_rate_limit(clients: list, share: int) -> None:
+    """Space the clients' throttled requests ``share`` times further apart: the backfill and its worker
+    each take their share of the account's budget (nothing to do when ccxt's throttle is off)."""
+    for client in clients:
+        if client.enableRateLimit:
+            client.rateLimit *= share
 
 
 # --- the backfill's side --------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class ReadAhead:
     windows: set[tuple[str, int]]             # (profile_id, window start ms) the backfill will run
     budget_share: int = 2
     _executor: ProcessPoolExecutor | None = None
-    _pending: dict[tuple[str, int, int], tuple[Future, frozenset]] = field(default_factory=dict)
+    _pending: dict[tuple[str, int, int], Future] = field(default_factory=dict)
     used: int = 0
     missed: int = 0
 
@@ -135,16 +136,15 @@ class ReadAhead:
                         type(exc).__name__, str(exc)[:300])
             self.windows.clear()
             return False
-        self._pending[key] = (future, frozenset(symbols))
+        self._pending[key] = future
         return True
 
     def take(self, account: str, lo: int, hi: int) -> dict[str, Span]:
         """The spans read for ``[lo, hi)`` (waiting for them if still being read); ``{}`` when none were
         scheduled or the read failed (the snapshot then pages everything itself)."""
-        entry = self._pending.pop((account, lo, hi), None)
-        if entry is None:
+        future = self._pending.pop((account, lo, hi), None)
+        if future is None:
             return {}
-        future, _ = entry
         try:
             spans = future.result()
         except Exception as exc:  # noqa: BLE001 - the snapshot pages it itself, and reports a real fault
@@ -157,7 +157,7 @@ class ReadAhead:
         return spans
 
     def close(self) -> None:
-        for future, _ in self._pending.values():
+        for future in self._pending.values():
             future.cancel()
         self._pending.clear()
         if self._executor is not None:

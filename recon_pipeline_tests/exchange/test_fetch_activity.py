@@ -142,23 +142,27 @@ def test_a_transient_fault_inside_the_pool_is_retried_through(emulator, exchange
 
 def test_shared_throttle_spaces_slots_across_threads():
     throttle = SharedThrottle()
-    starts: list[float] = []
+    slots: list[float] = []
     lock = threading.Lock()
+    reserve = throttle.reserve
 
-    def request():
-        throttle.wait(time.time() * 1000, 40.0)
+    def recording(now_ms, spacing_ms):
+        slot = reserve(now_ms, spacing_ms)
         with lock:
-            starts.append(time.monotonic())
+            slots.append(slot)
+        return slot
 
-    threads = [threading.Thread(target=request) for _ in range(6)]
+    throttle.reserve = recording
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=throttle.wait, args=(time.time() * 1000, 40.0)) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert min(gaps) >= 0.035  # 40 ms slots, whichever thread asked first
-    assert starts[-1] - starts[0] >= 5 * 0.035
+    slots.sort()
+    gaps = [b - a for a, b in zip(slots, slots[1:], strict=False)]
+    assert min(gaps) >= 40.0  # 40 ms slots, whichever thread asked first
+    assert time.monotonic() - t0 >= 5 * 0.035  # and each thread slept until its own
 
 
 def test_a_lone_client_keeps_ccxts_own_spacing_and_a_pool_shares_one(monkeypatch):

@@ -4,6 +4,7 @@ backfill finds without it: on the real Postgres, through real ccxt, the worker a
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from recon_pipeline.db.engine import make_engine
@@ -11,6 +12,7 @@ from recon_pipeline.db.seed import seed_file
 from recon_pipeline.demo.run import SCENARIO, TRADING_DB
 from recon_pipeline.exchange.read_ahead import ReadAhead
 from recon_pipeline.runner import backfill, read_ahead_enabled
+from recon_pipeline.settings import SettingsError
 from recon_pipeline_tests.fixtures.postgres import _scratch_database, _url_for
 from recon_pipeline_tests.integration.conftest import FAST_EXCHANGE
 
@@ -72,9 +74,5 @@ def test_backfill_with_read_ahead_equals_backfill_without(pg_template, emulator,
 def test_read_ahead_switch():
     assert read_ahead_enabled({}) is True
     assert read_ahead_enabled({"RECON_BACKFILL_READ_AHEAD": "false"}) is False
-    import pytest
-
-    from recon_pipeline.settings import SettingsError
-
     with pytest.raises(SettingsError, match="RECON_BACKFILL_READ_AHEAD"):
         read_ahead_enabled({"RECON_BACKFILL_READ_AHEAD": "sometimes"})
