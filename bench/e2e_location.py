@@ -1,7 +1,7 @@
 """Code location of ``bench.e2e``'s multiprocess run: the real definitions (executor from
 ``RECON_EXECUTOR``), with the exchange fetch replaced by the generated frames of
-``RECON_BENCH_E2E_SIZE`` fills. Every step process imports this module, so the replacement holds in
-the process of the ``exchange_snapshot`` step too."""
+``RECON_BENCH_E2E_SIZE`` fills. The step process imports this module, so the replacement holds in
+the process that runs the step too."""
 
 import os
 

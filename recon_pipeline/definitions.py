@@ -6,7 +6,7 @@ location with a message naming the variable instead of failing an hour later ins
 
 from dagster import Definitions, load_assets_from_modules
 
-from recon_pipeline.assets import reconciliation, reports, snapshots
+from recon_pipeline.assets import window
 from recon_pipeline.executors import executor_from_env
 from recon_pipeline.jobs import apply_batch_job, reconcile_job
 from recon_pipeline.resources import ExchangeClients, ReconConfig, TradingDatabase
@@ -17,7 +17,7 @@ from recon_pipeline.settings import ReconSettings
 ReconSettings.from_env()  # fail fast on a bad flag
 
 defs = Definitions(
-    assets=load_assets_from_modules([snapshots, reconciliation, reports]),
+    assets=load_assets_from_modules([window]),
     jobs=[reconcile_job, apply_batch_job],
     schedules=[hourly_reconciliation],
     sensors=[apply_pending_batches],

@@ -18,6 +18,7 @@ from dagster import (
 
 from recon_pipeline.apply.applier import apply_in_window_order
 from recon_pipeline.apply.lock import LockBusy
+from recon_pipeline.assets.stages import exception_text
 from recon_pipeline.db.recon_store import upsert_run
 from recon_pipeline.partitions import PROFILE_DIM, WINDOW_DIM, parse_window
 from recon_pipeline.resources import TradingDatabase
@@ -34,7 +35,7 @@ def record_failed_run(context: HookContext):
     if not window or not profile:
         return
     error = context.op_exception
-    message = f"{context.op.name}: {type(error).__name__}: {error}" if error else f"{context.op.name} failed"
+    message = exception_text(context.op.name, error) if error else f"{context.op.name} failed"
     with context.resources.trading_db.begin() as conn:
         upsert_run(conn, {"window_start": parse_window(window), "profile_id": profile, "run_id": context.run_id,
                           "status": "FAILED", "error": message[:2000]})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import sqlalchemy as sa
 
+from recon_pipeline.assets.stages import failure_text
 from recon_pipeline.partitions import parse_window, partition_key, sync_profile_partitions
 
 
@@ -128,7 +129,7 @@ def _first_error(result) -> str:
             err = event.step_failure_data.error
             while err.cause is not None and err.cls_name in ("DagsterExecutionStepExecutionError",):
                 err = err.cause
-            return f"{event.step_key}: {err.message.strip()}"
+            return failure_text(event.step_key, err.message)
     return "run failed"
 
 

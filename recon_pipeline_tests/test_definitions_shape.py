@@ -1,7 +1,7 @@
-"""The Dagster shape of DESIGN section 6: the named assets in their groups, and the job's steps.
+"""The Dagster shape of DESIGN section 6: the named assets in their groups, and the job's step.
 
-The rules and the reports are each one step (multi-asset) for speed (docs/performance.md), but each
-asset keeps its own lineage: what the UI draws is what each rule reads, not the whole step's inputs.
+A window is one step (one multi-asset) for speed (docs/performance.md), but each asset keeps its own
+lineage: what the UI draws is what each rule reads, not the whole step's inputs.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ GROUPS = {
 
 # asset -> the assets it reads (its lineage in the UI)
 UPSTREAM = [
+    *[(name, set()) for name in ("db_trade_history", "db_orders", "db_positions", "db_profile_state", "db_bad_rows")],
+    *[(name, {"db_trade_history", "db_orders", "db_profile_state"}) for name in
+      ("exchange_fills", "exchange_orders", "exchange_positions", "exchange_markets", "snapshot_clock",
+       "exchange_bad_rows")],
     ("order_reconciliation", {"db_orders", "exchange_orders", "db_trade_history", "db_profile_state",
                               "snapshot_clock"}),
     ("exit_backfill", {"db_trade_history", "exchange_fills", "exchange_orders", "db_orders", "exchange_markets",
@@ -56,11 +60,13 @@ def test_lineage_is_what_each_rule_reads(asset, upstream):
     assert parents == upstream
 
 
-def test_a_run_has_four_steps_in_a_chain():
+def test_a_run_is_one_step_computing_every_asset_and_check():
     job = defs.resolve_job_def("reconcile")
-    assert {node.name for node in job.nodes} == {"db_snapshot", "exchange_snapshot", "reconciliation", "reports"}
-    deps = {node.name: {up.node.name for ups in job.graph.dependency_structure.input_to_upstream_outputs_for_node(
-        node.name).values() for up in ups} for node in job.nodes}
-    assert deps == {"db_snapshot": set(), "exchange_snapshot": {"db_snapshot"},
-                    "reconciliation": {"db_snapshot", "exchange_snapshot"},
-                    "reports": {"db_snapshot", "exchange_snapshot", "reconciliation"}}
+    assert [node.name for node in job.nodes] == ["reconcile_window"]
+    graph = _graph()
+    every = set().union(*GROUPS.values())
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == every
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert checks == {(name, "structure") for name in GROUPS["snapshots"]
+                      if not name.endswith(("_bad_rows", "_state", "_clock"))} | {("corrective_batch", "output_suites")}
+    assert all(graph.get_check_spec(key).blocking for key in graph.asset_check_keys if key.name == "structure")

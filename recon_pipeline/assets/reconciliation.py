@@ -1,25 +1,25 @@
-"""Reconciliation assets: thin wiring of the pure rules in ``recon_pipeline.rules`` to the snapshots.
+"""Rules stage: thin wiring of the pure rules in ``recon_pipeline.rules`` to the snapshot.
 
 Five assets, one per rule (``order_reconciliation``, ``exit_backfill``, ``position_parity``,
 ``watchdog``, ``ledger_reconciliation``), each with its own description, metadata and lineage in the
-UI, computed by one step (a ``multi_asset``) in the rules' order. One step rather than five because
-every step of a run costs Dagster's machinery (start/success events, an input event and a data-version
-lookup per upstream asset, an output event per asset) whatever the rule costs: with five steps that was
-most of a 1e4-fill window's time in a week-long backfill (docs/performance.md). The rules form a
-chain anyway (parity sees the slices as the EXIT backfill leaves them, the ledger sees every
-correction), so nothing could run in parallel.
+UI, computed in the rules' order inside the one step of a window (``recon_pipeline.assets.window``
+says why one step). The rules form a chain anyway (parity sees the slices as the EXIT backfill
+leaves them, the ledger sees every correction), so nothing could run in parallel.
 
 The only I/O here is the parity heartbeat persisting its streaks (its memory must survive between runs).
 """
 
+from dataclasses import dataclass
+
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, AssetOut, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetKey, AssetOut, MetadataValue, Output
 
 from recon_pipeline.assets.metadata import markdown_table
-from recon_pipeline.assets.snapshots import ProfileState, SnapshotClock
+from recon_pipeline.assets.snapshots import ProfileState, Snapshot, SnapshotClock
+from recon_pipeline.assets.stages import stage
 from recon_pipeline.db.recon_store import upsert_streaks
-from recon_pipeline.partitions import Window, window_of, window_x_profile
-from recon_pipeline.resources import ReconConfig, TradingDatabase
+from recon_pipeline.partitions import Window
+from recon_pipeline.resources import TradingDatabase
 from recon_pipeline.rules import state_after
 from recon_pipeline.rules.exit_backfill import ExitBackfillResult, backfill_exits
 from recon_pipeline.rules.ledger import LedgerResult, evaluate_ledger
@@ -138,70 +138,79 @@ def asset_keys(*names: str) -> set[AssetKey]:
 _STATE = ("db_profile_state", "snapshot_clock")
 
 
-@multi_asset(
-    name="reconciliation",
-    outs={
-        "order_reconciliation": AssetOut(group_name=RECONCILIATION, description=(
-            "DB open orders vs exchange orders: ORDER_MISSING_FROM_EXCHANGE routed by the exchange's terminal "
-            "state to reconcileEntryFill / reconcileExitFill / reconcileCancel, ORDER_MISSING_IN_DB reported "
-            "and never adopted. Orders inside the settle interval are skipped.")),
-        "exit_backfill": AssetOut(group_name=RECONCILIATION, description=(
-            "EXIT backfill: OPEN slices whose exit happened on the exchange, closed (or partially exited) from "
-            "ALL their attributed exit fills, behind the strong-attribution, heuristic and grace gates; "
-            "everything that fails a gate stays NO_GO with its reason.")),
-        "position_parity": AssetOut(group_name=RECONCILIATION, description=(
-            "Position-parity heartbeat (live run only): ghost slices, N consecutive confirmations, synthetic "
-            "EXIT for sub_tag-attributed slices, QUARANTINE for the rest. Sees the slices as this run's EXIT "
-            "backfill leaves them. Persists the confirmation streaks. Slices on an instrument with a bad "
-            "(excluded) snapshot row are treated like slices with NO_GO exit evidence: quarantined, never "
-            "closed at mark.")),
-        "watchdog": AssetOut(group_name=RECONCILIATION, description=(
-            "Integrity watchdog: pause trading when ghost mismatch notional exceeds the configured share of "
-            "allocated capital; auto-resume a parity_watchdog pause only after minimum pause, clean cycles "
-            "and cooldown. Pauses of any other source are never lifted.")),
-        "ledger_reconciliation": AssetOut(group_name=RECONCILIATION, description=(
-            "Capital ledger and positions rows recomputed on the state the batch will leave: reserved capital "
-            "(OPEN slices' remaining qty x entry price + open ENTRY orders' unfilled qty x price) and the "
-            "signed remaining qty of each (profile, symbol).")),
-    },
-    internal_asset_deps={
-        "order_reconciliation": asset_keys("db_orders", "exchange_orders", "db_trade_history", *_STATE),
-        "exit_backfill": asset_keys("db_trade_history", "exchange_fills", "exchange_orders", "db_orders",
-                               "exchange_markets", *_STATE),
-        "position_parity": asset_keys("exit_backfill", "db_trade_history", "exchange_positions", "exchange_markets",
-                                 "db_bad_rows", "exchange_bad_rows", *_STATE),
-        "watchdog": asset_keys("position_parity", *_STATE),
-        "ledger_reconciliation": asset_keys("order_reconciliation", "exit_backfill", "position_parity",
-                                       "db_trade_history", "db_orders", "db_positions", "db_profile_state"),
-    },
-    partitions_def=window_x_profile,
-    description="The reconciliation rules of one (window, profile), in order: orders, EXIT backfill, parity, "
-                "watchdog, ledger.",
-)
-def reconciliation(context: AssetExecutionContext, db_trade_history: pd.DataFrame, db_orders: pd.DataFrame,
-                   db_positions: pd.DataFrame, db_profile_state: ProfileState, db_bad_rows: BadRows,
-                   exchange_fills: pd.DataFrame, exchange_orders: pd.DataFrame, exchange_positions: pd.DataFrame,
-                   exchange_markets: pd.DataFrame, exchange_bad_rows: BadRows, snapshot_clock: SnapshotClock,
-                   recon_config: ReconConfig, trading_db: TradingDatabase):
-    window = window_of(context.partition_key)
-    settings = recon_config.settings()
-    state, clock = db_profile_state, snapshot_clock
+RULE_OUTS = {
+    "order_reconciliation": AssetOut(group_name=RECONCILIATION, description=(
+        "DB open orders vs exchange orders: ORDER_MISSING_FROM_EXCHANGE routed by the exchange's terminal "
+        "state to reconcileEntryFill / reconcileExitFill / reconcileCancel, ORDER_MISSING_IN_DB reported "
+        "and never adopted. Orders inside the settle interval are skipped.")),
+    "exit_backfill": AssetOut(group_name=RECONCILIATION, description=(
+        "EXIT backfill: OPEN slices whose exit happened on the exchange, closed (or partially exited) from "
+        "ALL their attributed exit fills, behind the strong-attribution, heuristic and grace gates; "
+        "everything that fails a gate stays NO_GO with its reason.")),
+    "position_parity": AssetOut(group_name=RECONCILIATION, description=(
+        "Position-parity heartbeat (live run only): ghost slices, N consecutive confirmations, synthetic "
+        "EXIT for sub_tag-attributed slices, QUARANTINE for the rest. Sees the slices as this run's EXIT "
+        "backfill leaves them. Persists the confirmation streaks. Slices on an instrument with a bad "
+        "(excluded) snapshot row are treated like slices with NO_GO exit evidence: quarantined, never "
+        "closed at mark.")),
+    "watchdog": AssetOut(group_name=RECONCILIATION, description=(
+        "Integrity watchdog: pause trading when ghost mismatch notional exceeds the configured share of "
+        "allocated capital; auto-resume a parity_watchdog pause only after minimum pause, clean cycles "
+        "and cooldown. Pauses of any other source are never lifted.")),
+    "ledger_reconciliation": AssetOut(group_name=RECONCILIATION, description=(
+        "Capital ledger and positions rows recomputed on the state the batch will leave: reserved capital "
+        "(OPEN slices' remaining qty x entry price + open ENTRY orders' unfilled qty x price) and the "
+        "signed remaining qty of each (profile, symbol).")),
+}
+# what each rule reads: its lineage in the UI
+RULE_DEPS = {
+    "order_reconciliation": asset_keys("db_orders", "exchange_orders", "db_trade_history", *_STATE),
+    "exit_backfill": asset_keys("db_trade_history", "exchange_fills", "exchange_orders", "db_orders",
+                                "exchange_markets", *_STATE),
+    "position_parity": asset_keys("exit_backfill", "db_trade_history", "exchange_positions", "exchange_markets",
+                                  "db_bad_rows", "exchange_bad_rows", *_STATE),
+    "watchdog": asset_keys("position_parity", *_STATE),
+    "ledger_reconciliation": asset_keys("order_reconciliation", "exit_backfill", "position_parity",
+                                        "db_trade_history", "db_orders", "db_positions", "db_profile_state"),
+}
 
-    orders = _order_reconciliation(window, settings, db_orders, exchange_orders, db_trade_history, state, clock)
+
+@dataclass(frozen=True)
+class RuleResults:
+    orders: OrderReconResult
+    exits: ExitBackfillResult
+    parity: ParityResult
+    watchdog: WatchdogResult
+    ledger: LedgerResult
+
+
+def run_rules(context: AssetExecutionContext, window: Window, settings, snap: Snapshot,
+              trading_db: TradingDatabase):
+    """Yield the five rule assets in order; return their :class:`RuleResults`."""
+    state, clock = snap.db_profile_state, snap.snapshot_clock
+    with stage("reconciliation"):
+        orders = _order_reconciliation(window, settings, snap.db_orders, snap.exchange_orders, snap.db_trade_history,
+                                       state, clock)
     yield Output(orders, "order_reconciliation", metadata=_result_metadata(orders.findings, orders.corrections))
 
-    exits = _exit_backfill(window, settings, db_trade_history, exchange_fills, exchange_orders, db_orders,
-                           exchange_markets, state, clock)
+    with stage("reconciliation"):
+        exits = _exit_backfill(window, settings, snap.db_trade_history, snap.exchange_fills, snap.exchange_orders,
+                               snap.db_orders, snap.exchange_markets, state, clock)
     yield Output(exits, "exit_backfill", metadata=_result_metadata(
         exits.findings, exits.corrections, evidence_fills=MetadataValue.int(len(exits.evidence))))
 
-    parity, parity_meta = _position_parity(context, window, settings, exits, db_trade_history, exchange_positions,
-                                           exchange_markets, state, clock, trading_db, db_bad_rows,
-                                           exchange_bad_rows)
+    with stage("reconciliation"):
+        parity, parity_meta = _position_parity(context, window, settings, exits, snap.db_trade_history,
+                                               snap.exchange_positions, snap.exchange_markets, state, clock,
+                                               trading_db, snap.db_bad_rows, snap.exchange_bad_rows)
     yield Output(parity, "position_parity", metadata=parity_meta)
 
-    dog, dog_meta = _watchdog(window, settings, parity, state, clock)
+    with stage("reconciliation"):
+        dog, dog_meta = _watchdog(window, settings, parity, state, clock)
     yield Output(dog, "watchdog", metadata=dog_meta)
 
-    ledger = _ledger_reconciliation(window, orders, exits, parity, db_trade_history, db_orders, db_positions, state)
+    with stage("reconciliation"):
+        ledger = _ledger_reconciliation(window, orders, exits, parity, snap.db_trade_history, snap.db_orders,
+                                        snap.db_positions, state)
     yield Output(ledger, "ledger_reconciliation", metadata=_result_metadata(ledger.findings, ledger.corrections))
+    return RuleResults(orders, exits, parity, dog, ledger)

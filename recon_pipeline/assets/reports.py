@@ -1,11 +1,10 @@
-"""Report assets: what an analyst browses and what the apply sensor acts on.
+"""Reports stage: what an analyst browses and what the apply sensor acts on.
 
 ``mismatch_report`` and ``no_go_queue`` are the findings of the window; ``corrective_batch`` validates
 the corrections and stores them (PENDING / DRY_RUN / BLOCKED) in the pipeline's tables;
 ``reconciliation_health`` records the evaluation in ``recon_runs``, which ``/internal/health`` and
-``/metrics`` read. The four are computed by one step (a ``multi_asset``), in that order, for the reason
-given in ``recon_pipeline.assets.reconciliation``: each step of a run costs Dagster's machinery, and
-the reports are a chain (the queue and the batch read the report, the health reads both).
+``/metrics`` read. The four are computed in that order, last in the one step of a window
+(``recon_pipeline.assets.window``): the queue and the batch read the report, the health reads both.
 """
 
 import pandas as pd
@@ -17,22 +16,19 @@ from dagster import (
     AssetOut,
     MetadataValue,
     Output,
-    multi_asset,
 )
 
 from recon_pipeline import schemas
 from recon_pipeline.apply.batch_store import store_batch
 from recon_pipeline.assets.metadata import column_schema, markdown_table
-from recon_pipeline.assets.reconciliation import CORRECTION_PREVIEW, FINDING_PREVIEW, asset_keys
-from recon_pipeline.assets.snapshots import SnapshotClock
+from recon_pipeline.assets.reconciliation import CORRECTION_PREVIEW, FINDING_PREVIEW, RuleResults, asset_keys
+from recon_pipeline.assets.snapshots import Snapshot, SnapshotClock
+from recon_pipeline.assets.stages import stage
 from recon_pipeline.db.recon_store import replace_findings, upsert_run
 from recon_pipeline.observability.health import run_health
-from recon_pipeline.partitions import window_of, window_x_profile
-from recon_pipeline.resources import ReconConfig, TradingDatabase
+from recon_pipeline.partitions import Window
+from recon_pipeline.resources import TradingDatabase
 from recon_pipeline.rules.corrections import concat
-from recon_pipeline.rules.exit_backfill import ExitBackfillResult
-from recon_pipeline.rules.ledger import LedgerResult
-from recon_pipeline.rules.orders import OrderReconResult
 from recon_pipeline.rules.parity import ParityResult
 from recon_pipeline.rules.watchdog import WatchdogResult
 from recon_pipeline.validation.outputs import validate_outputs
@@ -147,61 +143,59 @@ def _reconciliation_health(context: AssetExecutionContext, window, mismatch_repo
 _RESULTS = ("order_reconciliation", "exit_backfill", "position_parity", "watchdog", "ledger_reconciliation")
 
 
-@multi_asset(
-    name="reports",
-    outs={
-        "mismatch_report": AssetOut(group_name=REPORTS, description=(
-            "Every finding of the (window, profile): orders, exits, parity, watchdog, ledger, and the snapshot "
-            "rows excluded for a bad value (BAD_ROW). Stored in recon_findings; the worst findings by notional "
-            "are shown below."),
-            metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)}),
-        "no_go_queue": AssetOut(group_name=REPORTS, description=(
-            "The NO_GO queue: evidence that looked like drift but failed a safety gate, and snapshot rows "
-            "excluded for a bad value (BAD_ROW), kept for operator review with its reason. Nothing here is ever "
-            "acted on automatically."),
-            metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)}),
-        "corrective_batch": AssetOut(group_name=REPORTS, description=(
-            "The corrective batch of the (window, profile): validated by the output expectation suites, then "
-            "stored in recon_batches / recon_corrections as PENDING (applied by the apply sensor), DRY_RUN, "
-            "or BLOCKED with the failing expectations."),
-            metadata={"dagster/column_schema": column_schema(schemas.CORRECTIONS, CORRECTION_DESCRIPTIONS)}),
-        "reconciliation_health": AssetOut(group_name=REPORTS, description=(
-            "The runbook's health fields for this evaluation, recorded in recon_runs (read by "
-            "/internal/health and /metrics).")),
-    },
-    internal_asset_deps={
-        "mismatch_report": asset_keys(*_RESULTS, "db_bad_rows", "exchange_bad_rows"),
-        "no_go_queue": asset_keys("mismatch_report"),
-        "corrective_batch": asset_keys(*_RESULTS, "mismatch_report"),
-        "reconciliation_health": asset_keys("mismatch_report", "corrective_batch", "position_parity", "watchdog",
-                                       "snapshot_clock"),
-    },
-    check_specs=[AssetCheckSpec("output_suites", asset="corrective_batch", description=(
-        "The output expectation suites over the findings and corrections. A failure stores the batch "
-        "BLOCKED (never applied); the asset itself writes that, so the run still records its health."))],
-    partitions_def=window_x_profile,
-    description="The reports of one (window, profile), in order: findings, NO_GO queue, corrective batch, health.",
-)
-def reports(context: AssetExecutionContext, order_reconciliation: OrderReconResult, exit_backfill: ExitBackfillResult,
-            position_parity: ParityResult, watchdog: WatchdogResult, ledger_reconciliation: LedgerResult,
-            db_bad_rows: BadRows, exchange_bad_rows: BadRows, snapshot_clock: SnapshotClock,
-            trading_db: TradingDatabase, recon_config: ReconConfig):
-    window = window_of(context.partition_key)
-    results = (order_reconciliation, exit_backfill, position_parity, watchdog, ledger_reconciliation)
+REPORT_OUTS = {
+    "mismatch_report": AssetOut(group_name=REPORTS, description=(
+        "Every finding of the (window, profile): orders, exits, parity, watchdog, ledger, and the snapshot "
+        "rows excluded for a bad value (BAD_ROW). Stored in recon_findings; the worst findings by notional "
+        "are shown below."),
+        metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)}),
+    "no_go_queue": AssetOut(group_name=REPORTS, description=(
+        "The NO_GO queue: evidence that looked like drift but failed a safety gate, and snapshot rows "
+        "excluded for a bad value (BAD_ROW), kept for operator review with its reason. Nothing here is ever "
+        "acted on automatically."),
+        metadata={"dagster/column_schema": column_schema(schemas.FINDINGS, FINDING_DESCRIPTIONS)}),
+    "corrective_batch": AssetOut(group_name=REPORTS, description=(
+        "The corrective batch of the (window, profile): validated by the output expectation suites, then "
+        "stored in recon_batches / recon_corrections as PENDING (applied by the apply sensor), DRY_RUN, "
+        "or BLOCKED with the failing expectations."),
+        metadata={"dagster/column_schema": column_schema(schemas.CORRECTIONS, CORRECTION_DESCRIPTIONS)}),
+    "reconciliation_health": AssetOut(group_name=REPORTS, description=(
+        "The runbook's health fields for this evaluation, recorded in recon_runs (read by "
+        "/internal/health and /metrics).")),
+}
+# what each report reads: its lineage in the UI
+REPORT_DEPS = {
+    "mismatch_report": asset_keys(*_RESULTS, "db_bad_rows", "exchange_bad_rows"),
+    "no_go_queue": asset_keys("mismatch_report"),
+    "corrective_batch": asset_keys(*_RESULTS, "mismatch_report"),
+    "reconciliation_health": asset_keys("mismatch_report", "corrective_batch", "position_parity", "watchdog",
+                                          "snapshot_clock"),
+}
+REPORT_CHECKS = [AssetCheckSpec("output_suites", asset="corrective_batch", description=(
+    "The output expectation suites over the findings and corrections. A failure stores the batch "
+    "BLOCKED (never applied); the asset itself writes that, so the run still records its health."))]
 
-    findings, meta = _mismatch_report(window, results, db_bad_rows, exchange_bad_rows, trading_db)
+
+def run_reports(context: AssetExecutionContext, window: Window, settings, snap: Snapshot, rules: RuleResults,
+                trading_db: TradingDatabase):
+    """Yield the four report assets (and the output suites' check) in order."""
+    results = (rules.orders, rules.exits, rules.parity, rules.watchdog, rules.ledger)
+    with stage("reports"):
+        findings, meta = _mismatch_report(window, results, snap.db_bad_rows, snap.exchange_bad_rows, trading_db)
     yield Output(findings, "mismatch_report", metadata=meta)
 
-    queue, meta = _no_go_queue(findings)
+    with stage("reports"):
+        queue, meta = _no_go_queue(findings)
     yield Output(queue, "no_go_queue", metadata=meta)
 
     # the batch concatenates corrections in this order: exits, parity, watchdog, orders, ledger
-    ordered = (exit_backfill, position_parity, watchdog, order_reconciliation, ledger_reconciliation)
-    corrections, meta, check = _corrective_batch(context, window, recon_config.settings(), ordered, findings,
-                                                 trading_db)
+    ordered = (rules.exits, rules.parity, rules.watchdog, rules.orders, rules.ledger)
+    with stage("reports"):
+        corrections, meta, check = _corrective_batch(context, window, settings, ordered, findings, trading_db)
     yield Output(corrections, "corrective_batch", metadata=meta)
     yield check
 
-    health, meta = _reconciliation_health(context, window, findings, corrections, position_parity, watchdog,
-                                          snapshot_clock, trading_db)
+    with stage("reports"):
+        health, meta = _reconciliation_health(context, window, findings, corrections, rules.parity, rules.watchdog,
+                                              snap.snapshot_clock, trading_db)
     yield Output(health, "reconciliation_health", metadata=meta)

@@ -1,17 +1,20 @@
-"""Snapshot assets: both sides of one (window, profile), each a complete typed dataframe or a failed run.
+"""Snapshot stage: both sides of one (window, profile), each a complete typed dataframe or a failed run.
 
 The database is read first (its OPEN slices decide how far back exchange fills are needed, its open
 orders which ids to look up), then the exchange, for the profile's whole account: parity nets
 across every profile sharing the account, while corrections are only proposed for the running one.
-A failed or malformed exchange response raises here, so no downstream step ever sees a partial
+A failed or malformed exchange response raises here, so no later stage ever sees a partial
 snapshot (an empty position list read as "flat" would close real positions).
 
-Each multi_asset then validates its frames (``recon_pipeline.validation.snapshots``): a blocking
-``structure`` asset check per frame (columns, dtypes, keys; a failure raises and fails the run before
-anything downstream, so no batch is stored), then the row rules: bad rows are excluded from the frames
-it yields and reported as BAD_ROW findings in ``db_bad_rows`` / ``exchange_bad_rows`` (with the parity
-taint that keeps ``position_parity`` conservative on their instruments). Every frame's metadata shows
-rows in / rows excluded.
+The frames are then validated (``recon_pipeline.validation.snapshots``): a blocking ``structure``
+asset check per frame (columns, dtypes, keys; one Great Expectations run for all seven; a failure
+raises and fails the run before any rule, so no batch is stored), then the row rules: bad rows are
+excluded from the frames yielded and reported as BAD_ROW findings in ``db_bad_rows`` /
+``exchange_bad_rows`` (with the parity taint that keeps ``position_parity`` conservative on their
+instruments). Every frame's metadata shows rows in / rows excluded.
+
+The stage is a generator of Dagster events run inside the one step of a window
+(``recon_pipeline.assets.window``); it returns the frames to the next stage.
 """
 
 
@@ -23,17 +26,19 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     AssetOut,
     MetadataValue,
     Output,
-    multi_asset,
 )
 
 from recon_pipeline import schemas
 from recon_pipeline.assets.metadata import frame_metadata, markdown_table
+from recon_pipeline.assets.stages import stage
 from recon_pipeline.db import read
-from recon_pipeline.partitions import Window, window_of, window_x_profile
-from recon_pipeline.resources import ExchangeClients, ReconConfig, TradingDatabase
+from recon_pipeline.partitions import Window
+from recon_pipeline.resources import ExchangeClients, TradingDatabase
+from recon_pipeline.settings import ReconSettings
 
 SNAPSHOTS = "snapshots"
 
@@ -133,30 +138,65 @@ def load_profile(conn, profile_id: str) -> dict:
     return match.iloc[0].to_dict()
 
 
-@multi_asset(
-    outs={
-        "db_trade_history": AssetOut(group_name=SNAPSHOTS, description=(
-            "trade_history lifecycle slices of the profile's account: every OPEN slice (all profiles "
-            "on the account, for parity netting) and the slices touched in the window.")),
-        "db_orders": AssetOut(group_name=SNAPSHOTS, description=(
-            "orders of the account's profiles: open ones and those updated in the window.")),
-        "db_positions": AssetOut(group_name=SNAPSHOTS, description=(
-            "positions rows of the account's profiles (what the dashboard reads).")),
-        "db_profile_state": AssetOut(group_name=SNAPSHOTS, description=(
-            "The profile, its account's profiles, trading pauses, capital ledger, parity streaks and "
-            "earlier evaluations: the state the watchdog and the ledger rules read.")),
-        "db_bad_rows": AssetOut(group_name=SNAPSHOTS, description=(
-            "DB snapshot rows excluded for a bad value (BAD_ROW findings with a reason code): the rest of "
-            "the window is still reconciled, and parity stays conservative on their instruments.")),
-    },
-    partitions_def=window_x_profile,
-    check_specs=_structure_specs(DB_FRAMES),
-    description=("Snapshot of the trading database for one (window, profile), validated: a structural "
-                 "failure fails the run, bad rows are excluded and reported."),
-)
-def db_snapshot(context: AssetExecutionContext, trading_db: TradingDatabase, recon_config: ReconConfig):
-    window = window_of(context.partition_key)
-    settings = recon_config.settings()
+DB_OUTS = {
+    "db_trade_history": AssetOut(group_name=SNAPSHOTS, description=(
+        "trade_history lifecycle slices of the profile's account: every OPEN slice (all profiles "
+        "on the account, for parity netting) and the slices touched in the window.")),
+    "db_orders": AssetOut(group_name=SNAPSHOTS, description=(
+        "orders of the account's profiles: open ones and those updated in the window.")),
+    "db_positions": AssetOut(group_name=SNAPSHOTS, description=(
+        "positions rows of the account's profiles (what the dashboard reads).")),
+    "db_profile_state": AssetOut(group_name=SNAPSHOTS, description=(
+        "The profile, its account's profiles, trading pauses, capital ledger, parity streaks and "
+        "earlier evaluations: the state the watchdog and the ledger rules read.")),
+    "db_bad_rows": AssetOut(group_name=SNAPSHOTS, description=(
+        "DB snapshot rows excluded for a bad value (BAD_ROW findings with a reason code): the rest of "
+        "the window is still reconciled, and parity stays conservative on their instruments.")),
+}
+EXCHANGE_OUTS = {
+    "exchange_fills": AssetOut(group_name=SNAPSHOTS, description=(
+        "Every fill of the account from the oldest OPEN slice's entry minus grace (at least the "
+        "window start) up to the as-of time, per symbol, paged without loss, deduplicated by id.")),
+    "exchange_orders": AssetOut(group_name=SNAPSHOTS, description=(
+        "Exchange orders touched in that span, every open order, and each DB open order missing "
+        "from the open list looked up by id.")),
+    "exchange_positions": AssetOut(group_name=SNAPSHOTS, description=(
+        "Swap positions (signed base qty per position side) and spot balances (per asset).")),
+    "exchange_markets": AssetOut(group_name=SNAPSHOTS, description=(
+        "Markets of the account's exchange: precision, contract size and mark price.")),
+    "snapshot_clock": AssetOut(group_name=SNAPSHOTS, description=(
+        "Exchange server time of the snapshot, the as-of time and whether this is the live run.")),
+    "exchange_bad_rows": AssetOut(group_name=SNAPSHOTS, description=(
+        "Exchange snapshot rows excluded for a bad value (BAD_ROW findings with a reason code). Every "
+        "OPEN slice on their instruments is no-go for parity (quarantined, never closed at mark); a bad "
+        "position row makes its instrument 'not evaluated'.")),
+}
+# what each snapshot asset is read from (its lineage in the UI): the exchange side is fetched for
+# the DB's OPEN slices and open orders
+SNAPSHOT_DEPS = {**{name: set() for name in DB_OUTS},
+                 **{name: {AssetKey("db_trade_history"), AssetKey("db_orders"), AssetKey("db_profile_state")}
+                    for name in EXCHANGE_OUTS}}
+STRUCTURE_CHECKS = _structure_specs(DB_FRAMES + EXCHANGE_FRAMES)
+
+
+@dataclass(frozen=True)
+class DbRead:
+    """The trading database as read, before any check."""
+
+    slices: pd.DataFrame
+    orders: pd.DataFrame
+    positions: pd.DataFrame
+    state: ProfileState
+
+    @property
+    def account(self) -> str:
+        return self.state.profile["account"]
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {"db_trade_history": self.slices, "db_orders": self.orders, "db_positions": self.positions}
+
+
+def read_db(trading_db: TradingDatabase, window: Window, settings: ReconSettings) -> DbRead:
     with trading_db.connect() as conn:
         profile = load_profile(conn, window.profile_id)
         account = profile["account"]
@@ -170,31 +210,8 @@ def db_snapshot(context: AssetExecutionContext, trading_db: TradingDatabase, rec
             ledger=read.read_ledger(conn, ids), streaks=read.read_streaks(conn, ids),
             run_history=read.read_run_history(conn, window.profile_id, window.start),
         )
-    from recon_pipeline.validation.snapshots import validate_db_snapshot
+    return DbRead(slices, orders, positions, state)
 
-    yield from _validate_structure(context, {"db_trade_history": slices, "db_orders": orders,
-                                             "db_positions": positions})
-    checked = validate_db_snapshot(slices, orders, positions, account=account, window_start=window.start,
-                                   profile_id=window.profile_id)
-    bad = checked.bad_rows
-    if len(bad.findings):
-        context.log.warning(f"db snapshot: {len(bad.findings)} bad rows excluded: {bad.by_reason()}")
-    yield Output(checked.slices, "db_trade_history", metadata={**frame_metadata(
-        checked.slices, schemas.TRADE_HISTORY,
-        preview_columns=["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"]),
-        **_row_metadata("db_trade_history", bad)})
-    yield Output(checked.orders, "db_orders", metadata={**frame_metadata(
-        checked.orders, schemas.DB_ORDERS,
-        preview_columns=["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"]),
-        **_row_metadata("db_orders", bad)})
-    yield Output(checked.positions, "db_positions", metadata={
-        **frame_metadata(checked.positions, schemas.DB_POSITIONS), **_row_metadata("db_positions", bad)})
-    yield _bad_rows_output(bad, "db_bad_rows")
-    yield Output(state, "db_profile_state", metadata={
-        "account": account, "profiles_on_account": len(profiles),
-        "open_pauses": int(state.pauses["resumed_at"].isna().sum()),
-        "earlier_evaluations": len(state.run_history),
-    })
 
 
 def snapshot_clock(window: Window, now: pd.Timestamp, slices: pd.DataFrame, grace_minutes: float) -> SnapshotClock:
@@ -275,44 +292,32 @@ class ExchangeWindowError(RuntimeError):
     """An exchange snapshot failed; the message names the window and profile as well as the endpoint."""
 
 
-@multi_asset(
-    outs={
-        "exchange_fills": AssetOut(group_name=SNAPSHOTS, description=(
-            "Every fill of the account from the oldest OPEN slice's entry minus grace (at least the "
-            "window start) up to the as-of time, per symbol, paged without loss, deduplicated by id.")),
-        "exchange_orders": AssetOut(group_name=SNAPSHOTS, description=(
-            "Exchange orders touched in that span, every open order, and each DB open order missing "
-            "from the open list looked up by id.")),
-        "exchange_positions": AssetOut(group_name=SNAPSHOTS, description=(
-            "Swap positions (signed base qty per position side) and spot balances (per asset).")),
-        "exchange_markets": AssetOut(group_name=SNAPSHOTS, description=(
-            "Markets of the account's exchange: precision, contract size and mark price.")),
-        "snapshot_clock": AssetOut(group_name=SNAPSHOTS, description=(
-            "Exchange server time of the snapshot, the as-of time and whether this is the live run.")),
-        "exchange_bad_rows": AssetOut(group_name=SNAPSHOTS, description=(
-            "Exchange snapshot rows excluded for a bad value (BAD_ROW findings with a reason code). Every "
-            "OPEN slice on their instruments is no-go for parity (quarantined, never closed at mark); a bad "
-            "position row makes its instrument 'not evaluated'.")),
-    },
-    partitions_def=window_x_profile,
-    check_specs=_structure_specs(EXCHANGE_FRAMES),
-    description=("Snapshot of the exchange (through ccxt) for the profile's whole account, validated: a "
-                 "structural failure fails the run, bad rows are excluded and reported."),
-)
-def exchange_snapshot(context: AssetExecutionContext, db_trade_history: pd.DataFrame,
-                      db_orders: pd.DataFrame, db_profile_state: ProfileState,
-                      exchange: ExchangeClients, recon_config: ReconConfig):
+
+@dataclass(frozen=True)
+class ExchangeRead:
+    """The exchange as fetched, before any check."""
+
+    clock: SnapshotClock
+    fills: pd.DataFrame
+    orders: pd.DataFrame
+    positions: pd.DataFrame
+    markets: pd.DataFrame
+    symbols: list[str]
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {"exchange_fills": self.fills, "exchange_orders": self.orders,
+                "exchange_positions": self.positions, "exchange_markets": self.markets}
+
+
+def fetch_exchange(context: AssetExecutionContext, window: Window, state: ProfileState, db_trade_history: pd.DataFrame,
+                   db_orders: pd.DataFrame, exchange: ExchangeClients, settings: ReconSettings) -> ExchangeRead:
     from recon_pipeline.exchange import fetch
 
-    settings = recon_config.settings()
-    window = window_of(context.partition_key)
-    account = db_profile_state.profile["account"]
-    market_types = set(db_profile_state.profiles["market_type"])
-    clients = exchange.clients(account)
+    account = state.profile["account"]
     try:
         now, clock, markets, positions, fills, orders, symbols = _fetch_account(
-            clients, account, window, market_types, db_trade_history, db_orders, settings.backfill_grace_minutes,
-            client_options=exchange.options())
+            exchange.clients(account), account, window, set(state.profiles["market_type"]), db_trade_history,
+            db_orders, settings.backfill_grace_minutes, client_options=exchange.options())
     except fetch.ExchangeSnapshotError as exc:
         raise ExchangeWindowError(
             f"window [{window.start.isoformat()}, {window.end.isoformat()}) profile={window.profile_id}: {exc}"
@@ -320,32 +325,100 @@ def exchange_snapshot(context: AssetExecutionContext, db_trade_history: pd.DataF
     context.log.info(
         f"exchange snapshot account={account} now={now.isoformat()} live={clock.live} "
         f"symbols={len(symbols)} fills={len(fills)} orders={len(orders)} positions={len(positions)}")
-    from recon_pipeline.validation.snapshots import validate_exchange_snapshot
+    return ExchangeRead(clock, fills, orders, positions, markets, symbols)
 
-    yield from _validate_structure(context, {"exchange_fills": fills, "exchange_orders": orders,
-                                             "exchange_positions": positions, "exchange_markets": markets})
-    checked = validate_exchange_snapshot(fills, orders, positions, markets, account=account, now=now,
-                                         fills_since=clock.fills_since, as_of=clock.as_of,
-                                         window_start=window.start, profile_id=window.profile_id)
-    bad = checked.bad_rows
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Both sides of the window as the rules see them: bad rows excluded, and reported."""
+
+    db_trade_history: pd.DataFrame
+    db_orders: pd.DataFrame
+    db_positions: pd.DataFrame
+    db_profile_state: ProfileState
+    db_bad_rows: object          # validation.snapshots.BadRows
+    exchange_fills: pd.DataFrame
+    exchange_orders: pd.DataFrame
+    exchange_positions: pd.DataFrame
+    exchange_markets: pd.DataFrame
+    snapshot_clock: SnapshotClock
+    exchange_bad_rows: object
+
+
+def take_snapshot(context: AssetExecutionContext, window: Window, settings: ReconSettings,
+                  trading_db: TradingDatabase, exchange: ExchangeClients):
+    """Yield the snapshot assets' check results and outputs; return the :class:`Snapshot`.
+
+    The exchange is fetched for the DB frames after their row rules (a bad DB row must not widen
+    the fetch), and the structure of all seven frames is then checked in one suite run. Should a
+    structurally broken DB frame make the row rules or the fetch raise first, its structure check
+    runs there and then, so the run fails with the structure report rather than the error it caused.
+    """
+    from recon_pipeline.validation.snapshots import validate_db_snapshot, validate_exchange_snapshot
+
+    with stage("db_snapshot"):
+        db = read_db(trading_db, window, settings)
+    try:
+        with stage("db_snapshot"):
+            db_checked = validate_db_snapshot(db.slices, db.orders, db.positions, account=db.account,
+                                              window_start=window.start, profile_id=window.profile_id)
+        with stage("exchange_snapshot"):
+            ex = fetch_exchange(context, window, db.state, db_checked.slices, db_checked.orders, exchange, settings)
+    except Exception:
+        with stage("snapshot_structure"):
+            yield from _validate_structure(context, db.frames())
+        raise
+    with stage("snapshot_structure"):
+        yield from _validate_structure(context, {**db.frames(), **ex.frames()})
+
+    bad = db_checked.bad_rows
     if len(bad.findings):
-        context.log.warning(f"exchange snapshot: {len(bad.findings)} bad rows excluded: {bad.by_reason()}")
-    yield Output(checked.fills, "exchange_fills", metadata={**frame_metadata(
-        checked.fills, schemas.EXCHANGE_FILLS,
-        preview_columns=["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"]),
-        **_row_metadata("exchange_fills", bad)})
-    yield Output(checked.orders, "exchange_orders", metadata={**frame_metadata(
-        checked.orders, schemas.EXCHANGE_ORDERS,
-        preview_columns=["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"]),
-        **_row_metadata("exchange_orders", bad)})
-    yield Output(checked.positions, "exchange_positions", metadata={
-        **frame_metadata(checked.positions, schemas.EXCHANGE_POSITIONS), **_row_metadata("exchange_positions", bad)})
-    yield Output(checked.markets, "exchange_markets", metadata={**frame_metadata(
-        checked.markets, schemas.EXCHANGE_MARKETS,
-        preview_columns=["symbol", "market_type", "amount_precision", "contract_size", "mark_price"]),
-        **_row_metadata("exchange_markets", bad)})
-    yield Output(clock, "snapshot_clock", metadata={
-        "now": now.isoformat(), "as_of": clock.as_of.isoformat(), "live": clock.live,
-        "fills_since": clock.fills_since.isoformat(), "symbols": ", ".join(symbols) or "(none)",
+        context.log.warning(f"db snapshot: {len(bad.findings)} bad rows excluded: {bad.by_reason()}")
+    yield Output(db_checked.slices, "db_trade_history", metadata={**frame_metadata(
+        db_checked.slices, schemas.TRADE_HISTORY,
+        preview_columns=["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"]),
+        **_row_metadata("db_trade_history", bad)})
+    yield Output(db_checked.orders, "db_orders", metadata={**frame_metadata(
+        db_checked.orders, schemas.DB_ORDERS,
+        preview_columns=["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"]),
+        **_row_metadata("db_orders", bad)})
+    yield Output(db_checked.positions, "db_positions", metadata={
+        **frame_metadata(db_checked.positions, schemas.DB_POSITIONS), **_row_metadata("db_positions", bad)})
+    yield _bad_rows_output(bad, "db_bad_rows")
+    state = db.state
+    yield Output(state, "db_profile_state", metadata={
+        "account": db.account, "profiles_on_account": len(state.profiles),
+        "open_pauses": int(state.pauses["resumed_at"].isna().sum()),
+        "earlier_evaluations": len(state.run_history),
     })
-    yield _bad_rows_output(bad, "exchange_bad_rows")
+
+    with stage("exchange_snapshot"):
+        clock = ex.clock
+        ex_checked = validate_exchange_snapshot(
+            ex.fills, ex.orders, ex.positions, ex.markets, account=db.account, now=clock.now,
+            fills_since=clock.fills_since, as_of=clock.as_of, window_start=window.start, profile_id=window.profile_id)
+    ex_bad = ex_checked.bad_rows
+    if len(ex_bad.findings):
+        context.log.warning(f"exchange snapshot: {len(ex_bad.findings)} bad rows excluded: {ex_bad.by_reason()}")
+    yield Output(ex_checked.fills, "exchange_fills", metadata={**frame_metadata(
+        ex_checked.fills, schemas.EXCHANGE_FILLS,
+        preview_columns=["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"]),
+        **_row_metadata("exchange_fills", ex_bad)})
+    yield Output(ex_checked.orders, "exchange_orders", metadata={**frame_metadata(
+        ex_checked.orders, schemas.EXCHANGE_ORDERS,
+        preview_columns=["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"]),
+        **_row_metadata("exchange_orders", ex_bad)})
+    yield Output(ex_checked.positions, "exchange_positions", metadata={
+        **frame_metadata(ex_checked.positions, schemas.EXCHANGE_POSITIONS),
+        **_row_metadata("exchange_positions", ex_bad)})
+    yield Output(ex_checked.markets, "exchange_markets", metadata={**frame_metadata(
+        ex_checked.markets, schemas.EXCHANGE_MARKETS,
+        preview_columns=["symbol", "market_type", "amount_precision", "contract_size", "mark_price"]),
+        **_row_metadata("exchange_markets", ex_bad)})
+    yield Output(clock, "snapshot_clock", metadata={
+        "now": clock.now.isoformat(), "as_of": clock.as_of.isoformat(), "live": clock.live,
+        "fills_since": clock.fills_since.isoformat(), "symbols": ", ".join(ex.symbols) or "(none)",
+    })
+    yield _bad_rows_output(ex_bad, "exchange_bad_rows")
+    return Snapshot(db_checked.slices, db_checked.orders, db_checked.positions, state, bad,
+                    ex_checked.fills, ex_checked.orders, ex_checked.positions, ex_checked.markets, clock, ex_bad)
