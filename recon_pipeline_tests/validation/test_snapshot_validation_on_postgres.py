@@ -107,9 +107,54 @@ def test_structural_failure_fails_the_run_and_stores_no_batch(world):
     w = world(duplicate_position)
     outcome = w.reconcile("alpha")
     assert not outcome.success
+    assert outcome.error.startswith("snapshot_structure: "), outcome.error
     assert "exchange_positions_structure" in outcome.error
     assert "expect_compound_columns_to_be_unique" in outcome.error
     assert "BTC/USDT:USDT" in outcome.error
     assert outcome.batch == {}
     assert w.table("recon_batches").empty and w.table("recon_corrections").empty
     assert w.table("recon_findings").empty
+
+
+def _check_evaluations(instance, run_id: str) -> dict[tuple[str, str], bool]:
+    from dagster import DagsterEventType
+
+    out = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        data = record.dagster_event.event_specific_data
+        out[(data.asset_key.to_user_string(), data.check_name)] = data.passed
+    return out
+
+
+def test_a_structural_failure_is_named_even_when_the_broken_db_frame_breaks_the_row_rules_first(world,
+                                                                                              monkeypatch):
+    """The seven structure checks run as one suite after the fetch; a DB frame without its status
+    column would make the row rules raise KeyError first. The run must still fail with the structure
+    report of that frame, recorded as its failed blocking check, and store nothing."""
+    from recon_pipeline.db import read
+
+    real_read = read.read_trade_history
+    monkeypatch.setattr(read, "read_trade_history", lambda *a, **k: real_read(*a, **k).drop(columns=["status"]))
+    w = world()
+    outcome = w.reconcile("alpha")
+    assert not outcome.success
+    assert outcome.error.startswith("snapshot_structure: "), outcome.error
+    assert "db_trade_history_structure" in outcome.error and "status" in outcome.error
+    assert "KeyError" not in outcome.error.splitlines()[0]
+    checks = _check_evaluations(w.instance, outcome.run_id)
+    assert checks == {("db_trade_history", "structure"): False, ("db_orders", "structure"): True,
+                      ("db_positions", "structure"): True}
+    assert outcome.batch == {}
+    assert w.table("recon_batches").empty and w.table("recon_findings").empty
+    runs = w.table("recon_runs")
+    assert list(runs["status"]) == ["FAILED"] and runs["error"].iloc[0].startswith("snapshot_structure: ")
+
+
+def test_a_clean_window_records_every_structure_check_passed(world):
+    w = world()
+    outcome = w.reconcile("alpha")
+    assert outcome.success, outcome.error
+    checks = _check_evaluations(w.instance, outcome.run_id)
+    frames = ("db_trade_history", "db_orders", "db_positions", "exchange_fills", "exchange_orders",
+              "exchange_positions", "exchange_markets")
+    assert checks == {**{(f, "structure"): True for f in frames}, ("corrective_batch", "output_suites"): True}
