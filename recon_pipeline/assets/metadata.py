@@ -40,9 +40,9 @@ def markdown_table(df: pd.DataFrame, columns: list[str] | None = None, limit: in
     if df is None or df.empty:
         return "_no rows_"
     cols = [c for c in (columns or list(df.columns)) if c in df.columns]
-    head = df[cols].head(limit)
+    head = df.head(limit)[cols]  # head first: selecting columns of the whole frame copies it
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in head.itertuples(index=False):
+    for row in head.itertuples(index=False, name=None):
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     if len(df) > limit:
         lines.append(f"\n_{len(df) - limit:,} more rows_")
