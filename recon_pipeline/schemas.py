@@ -250,6 +250,7 @@ def empty(schema: Schema) -> pd.DataFrame:
 
 
 _EMPTY: dict[tuple, pd.DataFrame] = {}
+_DTYPES = {name: pd.Series([], dtype=name).dtype for name in (TS, STR, F64, I64, BOOL)}
 
 
 def conform(df: pd.DataFrame, schema: Schema, *, name: str = "frame", extra: str = "drop") -> pd.DataFrame:
@@ -264,7 +265,9 @@ def conform(df: pd.DataFrame, schema: Schema, *, name: str = "frame", extra: str
     out = {}
     for col, dtype in schema.items():
         series = df[col]
-        if dtype == TS:
+        if series.dtype == _DTYPES[dtype]:
+            pass  # already the schema's dtype: every cast below would return an equal copy
+        elif dtype == TS:
             if series.dtype == object or pd.api.types.is_string_dtype(series):
                 series = pd.to_datetime(series, utc=True, format="ISO8601")
             else:

@@ -3,10 +3,13 @@ backfill finds without it: on the real Postgres, through real ccxt, the worker a
 
 from __future__ import annotations
 
+import weakref
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from recon_pipeline import runner
 from recon_pipeline.db.engine import make_engine
 from recon_pipeline.db.seed import seed_file
 from recon_pipeline.demo.run import SCENARIO, TRADING_DB
@@ -53,6 +56,8 @@ def test_backfill_with_read_ahead_equals_backfill_without(pg_template, emulator,
         return spans
 
     monkeypatch.setattr(ReadAhead, "take", spy)
+    frozen_after: list[int] = []  # windows done when the start-up heap was frozen (once per backfill)
+    monkeypatch.setattr(runner, "freeze_startup_heap", lambda: frozen_after.append(len(outcomes)))
     states = {}
     for mode in (False, True):
         with _scratch_database("recon_t", pg_template) as name:
@@ -60,10 +65,13 @@ def test_backfill_with_read_ahead_equals_backfill_without(pg_template, emulator,
             engine = make_engine(url)
             seed_file(engine, TRADING_DB)
             engine.dispose()
-            outcomes = list(backfill("2026-11-30T05:00:00Z", "2026-11-30T09:00:00Z", ["alpha", "beta"], apply=True,
-                                     db_url=url, exchange_config=FAST_EXCHANGE, read_ahead=mode))
+            outcomes = []
+            for outcome in backfill("2026-11-30T05:00:00Z", "2026-11-30T09:00:00Z", ["alpha", "beta"], apply=True,
+                                    db_url=url, exchange_config=FAST_EXCHANGE, read_ahead=mode):
+                outcomes.append(outcome)
             assert [o.success for o in outcomes] == [True] * 10
             states[mode] = _state(url)
+    assert frozen_after == [1, 1]
     # without: nothing taken; with: windows 06-08 of each profile were read ahead (09 is the live one)
     assert sum(1 for n in taken if n) == 6
     assert len(states[True]["findings"]) and len(states[True]["corrections"])
@@ -76,3 +84,21 @@ def test_read_ahead_switch():
     assert read_ahead_enabled({"RECON_BACKFILL_READ_AHEAD": "false"}) is False
     with pytest.raises(SettingsError, match="RECON_BACKFILL_READ_AHEAD"):
         read_ahead_enabled({"RECON_BACKFILL_READ_AHEAD": "sometimes"})
+
+
+def test_the_start_up_heap_is_frozen_without_freezing_garbage():
+    import gc
+
+    class Cycle:
+        pass
+
+    garbage = Cycle()
+    garbage.self = garbage
+    probe = weakref.ref(garbage)
+    del garbage
+    try:
+        runner.freeze_startup_heap()
+        assert gc.get_freeze_count() > 0
+        assert probe() is None  # collected before the freeze, not kept forever
+    finally:
+        gc.unfreeze()
