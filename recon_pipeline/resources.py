@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from recon_pipeline.db.engine import make_engine, redacted
+from recon_pipeline.db.engine import engine_for, redacted
 from recon_pipeline.settings import FLAGS, ReconSettings, database_url
 
 
@@ -28,8 +28,10 @@ class TradingDatabase(ConfigurableResource):
 
     @property
     def engine(self) -> sa.engine.Engine:
+        """The backfill's shared engine for this URL when one is open (``db.engine.shared_engine``),
+        else this resource's own."""
         if self._engine is None:
-            self._engine = make_engine(self.resolved_url())
+            self._engine, _ = engine_for(self.resolved_url())
         return self._engine
 
     def describe(self) -> str:

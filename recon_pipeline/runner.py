@@ -136,14 +136,14 @@ def _first_error(result) -> str:
 def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run: bool = False,
                         apply: bool = False, instance=None, db_url: str | None = None,
                         run_config_extra: dict | None = None, exchange_config: dict | None = None) -> Outcome:
-    from recon_pipeline.db.engine import make_engine
+    from recon_pipeline.db.engine import engine_for
     from recon_pipeline.db.read import read_profiles
     from recon_pipeline.definitions import defs
     from recon_pipeline.settings import database_url
 
     start = parse_window(window) if isinstance(window, str) else pd.Timestamp(window)
     url = db_url or database_url()
-    engine = make_engine(url)
+    engine, owned = engine_for(url)
     try:
         with engine.connect() as conn:
             profiles = read_profiles(conn)
@@ -186,7 +186,8 @@ def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run:
             outcome.run_row, outcome.batch = _stored(engine, start, profile_id)
         return outcome
     finally:
-        engine.dispose()
+        if owned:
+            engine.dispose()
 
 
 def _stored(engine, start, profile_id) -> tuple[dict, dict]:
@@ -211,10 +212,10 @@ def backfill(start: str | pd.Timestamp, end: str | pd.Timestamp, profiles: list[
     landed); all runs share one process and one Dagster instance, so the code location and the
     heavy imports are paid once, not per window. While a window is reconciled, a worker process reads
     the next window's settled exchange history (``recon_pipeline.exchange.read_ahead``; off with
-    ``read_ahead=False`` or ``RECON_BACKFILL_READ_AHEAD=false``). Yields one :class:`Outcome` per
-    partition.
+    ``read_ahead=False`` or ``RECON_BACKFILL_READ_AHEAD=false``). The runs share one database engine
+    (``db.engine.shared_engine``). Yields one :class:`Outcome` per partition.
     """
-    from recon_pipeline.db.engine import make_engine
+    from recon_pipeline.db.engine import make_engine, shared_engine
     from recon_pipeline.db.read import read_profiles
     from recon_pipeline.settings import database_url
 
@@ -242,7 +243,7 @@ def backfill(start: str | pd.Timestamp, end: str | pd.Timestamp, profiles: list[
     from recon_pipeline.exchange.read_ahead import reading_ahead
 
     planned = ((p, int(w.value // 1_000_000)) for p in chosen for w in windows)
-    with reading_ahead(planned) if read_ahead else nullcontext():
+    with reading_ahead(planned) if read_ahead else nullcontext(), shared_engine(url):
         first = True
         for profile_id in chosen:
             for window in windows:

@@ -8,6 +8,8 @@ use. The password never leaves this module in clear: :func:`redacted` is what lo
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -47,3 +49,33 @@ def make_engine(url: str) -> Engine:
         return engine
     connect_args = {"application_name": os.environ.get("RECON_DB_APPLICATION_NAME", "recon_pipeline")}
     return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+
+
+_shared: dict[str, Engine] = {}
+
+
+@contextmanager
+def shared_engine(url: str) -> Iterator[Engine]:
+    """One engine (one connection pool) for ``url`` while inside; :func:`engine_for` hands it out.
+
+    A backfill runs hundreds of windows in one process; an engine per run (the runner's and the
+    ``trading_db`` resource's) meant new connections and SQLAlchemy's first-connect queries twice a
+    window. Nested use for the same URL reuses the outer engine; the outermost disposes it.
+    """
+    if url in _shared:
+        yield _shared[url]
+        return
+    engine = _shared[url] = make_engine(url)
+    try:
+        yield engine
+    finally:
+        del _shared[url]
+        engine.dispose()
+
+
+def engine_for(url: str) -> tuple[Engine, bool]:
+    """The shared engine of ``url`` if one is open (owned by its ``shared_engine`` block), else a new
+    one the caller owns (and disposes): ``(engine, owned)``."""
+    if url in _shared:
+        return _shared[url], False
+    return make_engine(url), True
