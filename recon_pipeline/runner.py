@@ -160,8 +160,8 @@ def reconcile_partition(window: str | pd.Timestamp, profile_id: str, *, dry_run:
         if instance.is_ephemeral:
             # Nothing outlives an ephemeral instance, so the outputs need not either: steps hand their
             # frames over in memory instead of pickling each to a temporary directory and back
-            # (docs/performance.md). A persistent instance keeps the filesystem IO manager, so a step
-            # of a CLI run can be re-executed from the UI.
+            # (docs/performance.md). A persistent instance keeps the filesystem IO manager, so the
+            # outputs of a CLI run can be loaded from the UI's instance like a launched run's.
             from dagster import mem_io_manager
 
             resources["io_manager"] = mem_io_manager
