@@ -191,26 +191,22 @@ def run_rules(context: AssetExecutionContext, window: Window, settings, snap: Sn
     with stage("reconciliation"):
         orders = _order_reconciliation(window, settings, snap.db_orders, snap.exchange_orders, snap.db_trade_history,
                                        state, clock)
-    yield Output(orders, "order_reconciliation", metadata=_result_metadata(orders.findings, orders.corrections))
+        yield Output(orders, "order_reconciliation", metadata=_result_metadata(orders.findings, orders.corrections))
 
-    with stage("reconciliation"):
         exits = _exit_backfill(window, settings, snap.db_trade_history, snap.exchange_fills, snap.exchange_orders,
                                snap.db_orders, snap.exchange_markets, state, clock)
-    yield Output(exits, "exit_backfill", metadata=_result_metadata(
-        exits.findings, exits.corrections, evidence_fills=MetadataValue.int(len(exits.evidence))))
+        yield Output(exits, "exit_backfill", metadata=_result_metadata(
+            exits.findings, exits.corrections, evidence_fills=MetadataValue.int(len(exits.evidence))))
 
-    with stage("reconciliation"):
         parity, parity_meta = _position_parity(context, window, settings, exits, snap.db_trade_history,
                                                snap.exchange_positions, snap.exchange_markets, state, clock,
                                                trading_db, snap.db_bad_rows, snap.exchange_bad_rows)
-    yield Output(parity, "position_parity", metadata=parity_meta)
+        yield Output(parity, "position_parity", metadata=parity_meta)
 
-    with stage("reconciliation"):
         dog, dog_meta = _watchdog(window, settings, parity, state, clock)
-    yield Output(dog, "watchdog", metadata=dog_meta)
+        yield Output(dog, "watchdog", metadata=dog_meta)
 
-    with stage("reconciliation"):
         ledger = _ledger_reconciliation(window, orders, exits, parity, snap.db_trade_history, snap.db_orders,
                                         snap.db_positions, state)
-    yield Output(ledger, "ledger_reconciliation", metadata=_result_metadata(ledger.findings, ledger.corrections))
+        yield Output(ledger, "ledger_reconciliation", metadata=_result_metadata(ledger.findings, ledger.corrections))
     return RuleResults(orders, exits, parity, dog, ledger)

@@ -182,20 +182,17 @@ def run_reports(context: AssetExecutionContext, window: Window, settings, snap: 
     results = (rules.orders, rules.exits, rules.parity, rules.watchdog, rules.ledger)
     with stage("reports"):
         findings, meta = _mismatch_report(window, results, snap.db_bad_rows, snap.exchange_bad_rows, trading_db)
-    yield Output(findings, "mismatch_report", metadata=meta)
+        yield Output(findings, "mismatch_report", metadata=meta)
 
-    with stage("reports"):
         queue, meta = _no_go_queue(findings)
-    yield Output(queue, "no_go_queue", metadata=meta)
+        yield Output(queue, "no_go_queue", metadata=meta)
 
-    # the batch concatenates corrections in this order: exits, parity, watchdog, orders, ledger
-    ordered = (rules.exits, rules.parity, rules.watchdog, rules.orders, rules.ledger)
-    with stage("reports"):
+        # the batch concatenates corrections in this order: exits, parity, watchdog, orders, ledger
+        ordered = (rules.exits, rules.parity, rules.watchdog, rules.orders, rules.ledger)
         corrections, meta, check = _corrective_batch(context, window, settings, ordered, findings, trading_db)
-    yield Output(corrections, "corrective_batch", metadata=meta)
-    yield check
+        yield Output(corrections, "corrective_batch", metadata=meta)
+        yield check
 
-    with stage("reports"):
         health, meta = _reconciliation_health(context, window, findings, corrections, rules.parity, rules.watchdog,
                                               snap.snapshot_clock, trading_db)
-    yield Output(health, "reconciliation_health", metadata=meta)
+        yield Output(health, "reconciliation_health", metadata=meta)

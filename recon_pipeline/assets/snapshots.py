@@ -86,6 +86,32 @@ def _row_metadata(name: str, bad_rows) -> dict:
     return meta
 
 
+# each snapshot frame's schema and the columns of its preview in the UI (None: all)
+FRAME_PREVIEWS = {
+    "db_trade_history": (schemas.TRADE_HISTORY,
+                         ["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"]),
+    "db_orders": (schemas.DB_ORDERS, ["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"]),
+    "db_positions": (schemas.DB_POSITIONS, None),
+    "exchange_fills": (schemas.EXCHANGE_FILLS,
+                       ["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"]),
+    "exchange_orders": (schemas.EXCHANGE_ORDERS,
+                        ["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"]),
+    "exchange_positions": (schemas.EXCHANGE_POSITIONS, None),
+    "exchange_markets": (schemas.EXCHANGE_MARKETS,
+                         ["symbol", "market_type", "amount_precision", "contract_size", "mark_price"]),
+}
+
+
+def _frame_outputs(context: AssetExecutionContext, side: str, frames: dict[str, pd.DataFrame], bad_rows):
+    """The checked frames of one side as outputs, each with its schema, preview and rows in / excluded."""
+    if len(bad_rows.findings):
+        context.log.warning(f"{side} snapshot: {len(bad_rows.findings)} bad rows excluded: {bad_rows.by_reason()}")
+    for name, df in frames.items():
+        schema, preview = FRAME_PREVIEWS[name]
+        yield Output(df, name, metadata={**frame_metadata(df, schema, preview_columns=preview),
+                                         **_row_metadata(name, bad_rows)})
+
+
 def _bad_rows_output(bad_rows, output_name: str) -> Output:
     findings = bad_rows.findings
     return Output(bad_rows, output_name, metadata={
@@ -372,18 +398,8 @@ def take_snapshot(context: AssetExecutionContext, window: Window, settings: Reco
         yield from _validate_structure(context, {**db.frames(), **ex.frames()})
 
     bad = db_checked.bad_rows
-    if len(bad.findings):
-        context.log.warning(f"db snapshot: {len(bad.findings)} bad rows excluded: {bad.by_reason()}")
-    yield Output(db_checked.slices, "db_trade_history", metadata={**frame_metadata(
-        db_checked.slices, schemas.TRADE_HISTORY,
-        preview_columns=["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"]),
-        **_row_metadata("db_trade_history", bad)})
-    yield Output(db_checked.orders, "db_orders", metadata={**frame_metadata(
-        db_checked.orders, schemas.DB_ORDERS,
-        preview_columns=["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"]),
-        **_row_metadata("db_orders", bad)})
-    yield Output(db_checked.positions, "db_positions", metadata={
-        **frame_metadata(db_checked.positions, schemas.DB_POSITIONS), **_row_metadata("db_positions", bad)})
+    yield from _frame_outputs(context, "db", {"db_trade_history": db_checked.slices, "db_orders": db_checked.orders,
+                                              "db_positions": db_checked.positions}, bad)
     yield _bad_rows_output(bad, "db_bad_rows")
     state = db.state
     yield Output(state, "db_profile_state", metadata={
@@ -398,23 +414,9 @@ def take_snapshot(context: AssetExecutionContext, window: Window, settings: Reco
             ex.fills, ex.orders, ex.positions, ex.markets, account=db.account, now=clock.now,
             fills_since=clock.fills_since, as_of=clock.as_of, window_start=window.start, profile_id=window.profile_id)
     ex_bad = ex_checked.bad_rows
-    if len(ex_bad.findings):
-        context.log.warning(f"exchange snapshot: {len(ex_bad.findings)} bad rows excluded: {ex_bad.by_reason()}")
-    yield Output(ex_checked.fills, "exchange_fills", metadata={**frame_metadata(
-        ex_checked.fills, schemas.EXCHANGE_FILLS,
-        preview_columns=["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"]),
-        **_row_metadata("exchange_fills", ex_bad)})
-    yield Output(ex_checked.orders, "exchange_orders", metadata={**frame_metadata(
-        ex_checked.orders, schemas.EXCHANGE_ORDERS,
-        preview_columns=["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"]),
-        **_row_metadata("exchange_orders", ex_bad)})
-    yield Output(ex_checked.positions, "exchange_positions", metadata={
-        **frame_metadata(ex_checked.positions, schemas.EXCHANGE_POSITIONS),
-        **_row_metadata("exchange_positions", ex_bad)})
-    yield Output(ex_checked.markets, "exchange_markets", metadata={**frame_metadata(
-        ex_checked.markets, schemas.EXCHANGE_MARKETS,
-        preview_columns=["symbol", "market_type", "amount_precision", "contract_size", "mark_price"]),
-        **_row_metadata("exchange_markets", ex_bad)})
+    yield from _frame_outputs(context, "exchange", {
+        "exchange_fills": ex_checked.fills, "exchange_orders": ex_checked.orders,
+        "exchange_positions": ex_checked.positions, "exchange_markets": ex_checked.markets}, ex_bad)
     yield Output(clock, "snapshot_clock", metadata={
         "now": clock.now.isoformat(), "as_of": clock.as_of.isoformat(), "live": clock.live,
         "fills_since": clock.fills_since.isoformat(), "symbols": ", ".join(ex.symbols) or "(none)",

@@ -20,7 +20,7 @@ def stage(name: str) -> Iterator[None]:
     """Name ``name`` in any exception raised inside (the innermost stage wins)."""
     try:
         yield
-    except BaseException as exc:
+    except Exception as exc:
         if stage_of(exc) is None:
             exc.add_note(NOTE + name)
         raise

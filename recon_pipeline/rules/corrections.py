@@ -136,24 +136,35 @@ def corrections_frame(rows: pd.DataFrame | list[dict] | None, *, parity_dry_run:
 
 
 def _to_schema(rows, schema, constants, name, fill_id=False) -> pd.DataFrame:
+    """The schema's columns, in one frame construction: a constant where given, the rows' column where
+    present, else the dtype's null (assigning the missing columns one by one cost more than the rules
+    that made the rows, at a few dozen rows per call)."""
     if rows is None or len(rows) == 0:
         return empty(schema)
-    df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
-    for col, value in constants.items():
-        df[col] = value
+    df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
+    n = len(df)
+    columns = {}
     for col, dtype in schema.items():
-        if col not in df.columns:
-            if dtype == "bool":
-                df[col] = False
-            elif dtype.startswith("datetime"):
-                df[col] = pd.NaT
-            elif dtype == "float64":
-                df[col] = np.nan
-            else:
-                df[col] = None
+        if col in constants:
+            columns[col] = np.full(n, constants[col], dtype=object)
+        elif col in df.columns:
+            columns[col] = df[col]
+        else:
+            columns[col] = _nulls(dtype, n)
     if fill_id:
-        df["correction_id"] = ""
-    return conform(df, schema, name=name)
+        columns["correction_id"] = np.full(n, "", dtype=object)
+    return conform(pd.DataFrame(columns, index=df.index), schema, name=name)
+
+
+def _nulls(dtype: str, n: int):
+    """``n`` nulls of ``dtype`` (bool: False), as an array ``conform`` casts cheaply."""
+    if dtype == "bool":
+        return np.zeros(n, dtype=bool)
+    if dtype.startswith("datetime"):
+        return pd.array([pd.NaT] * n, dtype=dtype)
+    if dtype == "float64":
+        return np.full(n, np.nan)
+    return np.full(n, None, dtype=object)
 
 
 def concat(frames: list[pd.DataFrame], schema) -> pd.DataFrame:
