@@ -70,3 +70,18 @@ def test_a_run_is_one_step_computing_every_asset_and_check():
     assert checks == {(name, "structure") for name in GROUPS["snapshots"]
                       if not name.endswith(("_bad_rows", "_state", "_clock"))} | {("corrective_batch", "output_suites")}
     assert all(graph.get_check_spec(key).blocking for key in graph.asset_check_keys if key.name == "structure")
+
+
+FRAME_SCHEMAS = {"db_trade_history": "TRADE_HISTORY", "db_orders": "DB_ORDERS", "db_positions": "DB_POSITIONS",
+                 "exchange_fills": "EXCHANGE_FILLS", "exchange_orders": "EXCHANGE_ORDERS",
+                 "exchange_positions": "EXCHANGE_POSITIONS", "exchange_markets": "EXCHANGE_MARKETS"}
+
+
+@pytest.mark.parametrize("asset, schema", FRAME_SCHEMAS.items(), ids=list(FRAME_SCHEMAS))
+def test_each_snapshot_frame_shows_its_columns_in_the_definition(asset, schema):
+    """The column schema is definition metadata (the UI's Columns tab), not repeated in every event."""
+    from recon_pipeline import schemas
+
+    shown = _graph().get(AssetKey(asset)).metadata["dagster/column_schema"]
+    columns = getattr(shown, "schema", shown).columns  # a TableSchemaMetadataValue or the TableSchema itself
+    assert [c.name for c in columns] == list(getattr(schemas, schema))

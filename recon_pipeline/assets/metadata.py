@@ -49,10 +49,11 @@ def markdown_table(df: pd.DataFrame, columns: list[str] | None = None, limit: in
     return "\n".join(lines)
 
 
-def frame_metadata(df: pd.DataFrame, schema, *, preview_columns: list[str] | None = None,
-                   descriptions: dict[str, str] | None = None) -> dict:
+def frame_metadata(df: pd.DataFrame, *, preview_columns: list[str] | None = None) -> dict:
+    """What each materialization of a frame shows: its row count and a preview. The column schema is
+    the asset's definition metadata (the UI's Columns tab): it never changes between runs, so it is not
+    repeated in every event stored (about 2 KB each)."""
     return {
         "dagster/row_count": MetadataValue.int(len(df)),
-        "dagster/column_schema": column_schema(schema, descriptions),
         "preview": MetadataValue.md(markdown_table(df, preview_columns)),
     }

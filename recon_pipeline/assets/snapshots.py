@@ -33,7 +33,7 @@ from dagster import (
 )
 
 from recon_pipeline import schemas
-from recon_pipeline.assets.metadata import frame_metadata, markdown_table
+from recon_pipeline.assets.metadata import column_schema, frame_metadata, markdown_table
 from recon_pipeline.assets.stages import stage
 from recon_pipeline.db import read
 from recon_pipeline.partitions import Window
@@ -107,8 +107,8 @@ def _frame_outputs(context: AssetExecutionContext, side: str, frames: dict[str, 
     if len(bad_rows.findings):
         context.log.warning(f"{side} snapshot: {len(bad_rows.findings)} bad rows excluded: {bad_rows.by_reason()}")
     for name, df in frames.items():
-        schema, preview = FRAME_PREVIEWS[name]
-        yield Output(df, name, metadata={**frame_metadata(df, schema, preview_columns=preview),
+        _, preview = FRAME_PREVIEWS[name]
+        yield Output(df, name, metadata={**frame_metadata(df, preview_columns=preview),
                                          **_row_metadata(name, bad_rows)})
 
 
@@ -164,13 +164,20 @@ def load_profile(conn, profile_id: str) -> dict:
     return match.iloc[0].to_dict()
 
 
+def _frame_out(name: str, description: str) -> AssetOut:
+    """A snapshot frame's output: its columns, dtypes and descriptions are definition metadata."""
+    schema, _ = FRAME_PREVIEWS[name]
+    return AssetOut(group_name=SNAPSHOTS, description=description,
+                    metadata={"dagster/column_schema": column_schema(schema)})
+
+
 DB_OUTS = {
-    "db_trade_history": AssetOut(group_name=SNAPSHOTS, description=(
+    "db_trade_history": _frame_out("db_trade_history", description=(
         "trade_history lifecycle slices of the profile's account: every OPEN slice (all profiles "
         "on the account, for parity netting) and the slices touched in the window.")),
-    "db_orders": AssetOut(group_name=SNAPSHOTS, description=(
+    "db_orders": _frame_out("db_orders", description=(
         "orders of the account's profiles: open ones and those updated in the window.")),
-    "db_positions": AssetOut(group_name=SNAPSHOTS, description=(
+    "db_positions": _frame_out("db_positions", description=(
         "positions rows of the account's profiles (what the dashboard reads).")),
     "db_profile_state": AssetOut(group_name=SNAPSHOTS, description=(
         "The profile, its account's profiles, trading pauses, capital ledger, parity streaks and "
@@ -180,15 +187,15 @@ DB_OUTS = {
         "the window is still reconciled, and parity stays conservative on their instruments.")),
 }
 EXCHANGE_OUTS = {
-    "exchange_fills": AssetOut(group_name=SNAPSHOTS, description=(
+    "exchange_fills": _frame_out("exchange_fills", description=(
         "Every fill of the account from the oldest OPEN slice's entry minus grace (at least the "
         "window start) up to the as-of time, per symbol, paged without loss, deduplicated by id.")),
-    "exchange_orders": AssetOut(group_name=SNAPSHOTS, description=(
+    "exchange_orders": _frame_out("exchange_orders", description=(
         "Exchange orders touched in that span, every open order, and each DB open order missing "
         "from the open list looked up by id.")),
-    "exchange_positions": AssetOut(group_name=SNAPSHOTS, description=(
+    "exchange_positions": _frame_out("exchange_positions", description=(
         "Swap positions (signed base qty per position side) and spot balances (per asset).")),
-    "exchange_markets": AssetOut(group_name=SNAPSHOTS, description=(
+    "exchange_markets": _frame_out("exchange_markets", description=(
         "Markets of the account's exchange: precision, contract size and mark price.")),
     "snapshot_clock": AssetOut(group_name=SNAPSHOTS, description=(
         "Exchange server time of the snapshot, the as-of time and whether this is the live run.")),
