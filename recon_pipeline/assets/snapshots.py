@@ -156,12 +156,14 @@ class UnknownProfileError(LookupError):
     pass
 
 
-def load_profile(conn, profile_id: str) -> dict:
-    profiles = read.read_profiles(conn)
-    match = profiles[profiles["profile_id"] == profile_id]
+def load_profile(conn, profile_id: str) -> tuple[dict, pd.DataFrame]:
+    """The profile and every profile on its account (parity nets across them), from one read."""
+    every = read.read_profiles(conn)
+    match = every[every["profile_id"] == profile_id]
     if match.empty:
         raise UnknownProfileError(f"profile {profile_id!r} is not in the profiles table")
-    return match.iloc[0].to_dict()
+    profile = match.iloc[0].to_dict()
+    return profile, every[every["account"] == profile["account"]].reset_index(drop=True)
 
 
 def _frame_out(name: str, description: str) -> AssetOut:
@@ -231,9 +233,8 @@ class DbRead:
 
 def read_db(trading_db: TradingDatabase, window: Window, settings: ReconSettings) -> DbRead:
     with trading_db.connect() as conn:
-        profile = load_profile(conn, window.profile_id)
+        profile, profiles = load_profile(conn, window.profile_id)
         account = profile["account"]
-        profiles = read.read_profiles(conn, account)
         ids = profiles["profile_id"].tolist()
         slices = read.read_trade_history(conn, account, window.start, window.end, settings.backfill_grace_minutes)
         orders = read.read_orders(conn, account, window.start, window.end)
