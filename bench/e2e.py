@@ -158,13 +158,15 @@ def standalone(url: str) -> tuple[float, dict[str, float]]:
 
 def _timed_stages(events, times: dict[str, float]):
     """Pass the step's events through, adding the time spent producing each to its stage's total."""
+    from dagster import Output
+
     from recon_pipeline.assets.reconciliation import RULE_OUTS
     from recon_pipeline.assets.reports import REPORT_OUTS
 
     stage_of = {**dict.fromkeys(RULE_OUTS, "rules"), **dict.fromkeys(REPORT_OUTS, "reports")}
     t0 = time.perf_counter()
     for event in events:
-        name = getattr(event, "output_name", None) or str(getattr(getattr(event, "asset_key", None), "path", [""])[-1])
+        name = event.output_name if isinstance(event, Output) else event.asset_key.path[-1]  # or a check result
         stage = stage_of.get(name, "snapshot")
         times[f"  {stage}"] = times.get(f"  {stage}", 0.0) + time.perf_counter() - t0
         yield event

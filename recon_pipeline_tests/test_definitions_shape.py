@@ -83,5 +83,4 @@ def test_each_snapshot_frame_shows_its_columns_in_the_definition(asset, schema):
     from recon_pipeline import schemas
 
     shown = _graph().get(AssetKey(asset)).metadata["dagster/column_schema"]
-    columns = getattr(shown, "schema", shown).columns  # a TableSchemaMetadataValue or the TableSchema itself
-    assert [c.name for c in columns] == list(getattr(schemas, schema))
+    assert [c.name for c in shown.columns] == list(getattr(schemas, schema))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import AssetKey, MetadataValue, TableColumn, TableSchema
 
 _TYPE_NAMES = {"str": "string", "float64": "float", "int64": "int", "bool": "bool",
                "datetime64[ns, UTC]": "timestamp (UTC)"}
@@ -57,3 +57,8 @@ def frame_metadata(df: pd.DataFrame, *, preview_columns: list[str] | None = None
         "dagster/row_count": MetadataValue.int(len(df)),
         "preview": MetadataValue.md(markdown_table(df, preview_columns)),
     }
+
+
+def asset_keys(*names: str) -> set[AssetKey]:
+    """The keys of the named assets (a multi-asset's ``internal_asset_deps``: what the UI draws as lineage)."""
+    return {AssetKey(name) for name in names}

@@ -12,9 +12,9 @@ The only I/O here is the parity heartbeat persisting its streaks (its memory mus
 from dataclasses import dataclass
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, AssetOut, MetadataValue, Output
+from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output
 
-from recon_pipeline.assets.metadata import markdown_table
+from recon_pipeline.assets.metadata import asset_keys, markdown_table
 from recon_pipeline.assets.snapshots import ProfileState, Snapshot, SnapshotClock
 from recon_pipeline.assets.stages import stage
 from recon_pipeline.db.recon_store import upsert_streaks
@@ -128,11 +128,6 @@ def _ledger_reconciliation(window: Window, orders: OrderReconResult, exits: Exit
     orders_after = state_after.orders_after(db_orders, live)
     return evaluate_ledger(slices, orders_after, state.ledger, db_positions,
                            profile_id=window.profile_id, window_start=window.start)
-
-
-def asset_keys(*names: str) -> set[AssetKey]:
-    """The keys of the named assets (a multi-asset's ``internal_asset_deps``)."""
-    return {AssetKey(name) for name in names}
 
 
 _STATE = ("db_profile_state", "snapshot_clock")

@@ -20,8 +20,8 @@ from dagster import (
 
 from recon_pipeline import schemas
 from recon_pipeline.apply.batch_store import store_batch
-from recon_pipeline.assets.metadata import column_schema, markdown_table
-from recon_pipeline.assets.reconciliation import CORRECTION_PREVIEW, FINDING_PREVIEW, RuleResults, asset_keys
+from recon_pipeline.assets.metadata import asset_keys, column_schema, markdown_table
+from recon_pipeline.assets.reconciliation import CORRECTION_PREVIEW, FINDING_PREVIEW, RuleResults
 from recon_pipeline.assets.snapshots import Snapshot, SnapshotClock
 from recon_pipeline.assets.stages import stage
 from recon_pipeline.db.recon_store import replace_findings, upsert_run

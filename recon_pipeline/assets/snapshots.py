@@ -26,19 +26,19 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetOut,
     MetadataValue,
     Output,
 )
 
 from recon_pipeline import schemas
-from recon_pipeline.assets.metadata import column_schema, frame_metadata, markdown_table
+from recon_pipeline.assets.metadata import asset_keys, column_schema, frame_metadata, markdown_table
 from recon_pipeline.assets.stages import stage
 from recon_pipeline.db import read
 from recon_pipeline.partitions import Window
 from recon_pipeline.resources import ExchangeClients, TradingDatabase
 from recon_pipeline.settings import ReconSettings
+from recon_pipeline.validation.snapshots import FRAME_SPECS
 
 SNAPSHOTS = "snapshots"
 
@@ -86,19 +86,15 @@ def _row_metadata(name: str, bad_rows) -> dict:
     return meta
 
 
-# each snapshot frame's schema and the columns of its preview in the UI (None: all)
-FRAME_PREVIEWS = {
-    "db_trade_history": (schemas.TRADE_HISTORY,
-                         ["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"]),
-    "db_orders": (schemas.DB_ORDERS, ["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"]),
-    "db_positions": (schemas.DB_POSITIONS, None),
-    "exchange_fills": (schemas.EXCHANGE_FILLS,
-                       ["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"]),
-    "exchange_orders": (schemas.EXCHANGE_ORDERS,
-                        ["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"]),
-    "exchange_positions": (schemas.EXCHANGE_POSITIONS, None),
-    "exchange_markets": (schemas.EXCHANGE_MARKETS,
-                         ["symbol", "market_type", "amount_precision", "contract_size", "mark_price"]),
+# the columns of each snapshot frame's preview in the UI (None: all); its schema is FRAME_SPECS'
+PREVIEW_COLUMNS = {
+    "db_trade_history": ["trade_id", "profile_id", "symbol", "side", "status", "entry_qty", "exit_qty"],
+    "db_orders": ["order_id", "profile_id", "symbol", "role", "status", "qty", "filled_qty"],
+    "db_positions": None,
+    "exchange_fills": ["fill_id", "exchange_order_id", "symbol", "side", "qty", "price", "ts"],
+    "exchange_orders": ["exchange_order_id", "client_order_id", "symbol", "side", "status", "qty", "filled_qty"],
+    "exchange_positions": None,
+    "exchange_markets": ["symbol", "market_type", "amount_precision", "contract_size", "mark_price"],
 }
 
 
@@ -107,8 +103,7 @@ def _frame_outputs(context: AssetExecutionContext, side: str, frames: dict[str, 
     if len(bad_rows.findings):
         context.log.warning(f"{side} snapshot: {len(bad_rows.findings)} bad rows excluded: {bad_rows.by_reason()}")
     for name, df in frames.items():
-        _, preview = FRAME_PREVIEWS[name]
-        yield Output(df, name, metadata={**frame_metadata(df, preview_columns=preview),
+        yield Output(df, name, metadata={**frame_metadata(df, preview_columns=PREVIEW_COLUMNS[name]),
                                          **_row_metadata(name, bad_rows)})
 
 
@@ -168,9 +163,8 @@ def load_profile(conn, profile_id: str) -> tuple[dict, pd.DataFrame]:
 
 def _frame_out(name: str, description: str) -> AssetOut:
     """A snapshot frame's output: its columns, dtypes and descriptions are definition metadata."""
-    schema, _ = FRAME_PREVIEWS[name]
     return AssetOut(group_name=SNAPSHOTS, description=description,
-                    metadata={"dagster/column_schema": column_schema(schema)})
+                    metadata={"dagster/column_schema": column_schema(FRAME_SPECS[name].schema)})
 
 
 DB_OUTS = {
@@ -209,8 +203,7 @@ EXCHANGE_OUTS = {
 # what each snapshot asset is read from (its lineage in the UI): the exchange side is fetched for
 # the DB's OPEN slices and open orders
 SNAPSHOT_DEPS = {**{name: set() for name in DB_OUTS},
-                 **{name: {AssetKey("db_trade_history"), AssetKey("db_orders"), AssetKey("db_profile_state")}
-                    for name in EXCHANGE_OUTS}}
+                 **{name: asset_keys("db_trade_history", "db_orders", "db_profile_state") for name in EXCHANGE_OUTS}}
 STRUCTURE_CHECKS = _structure_specs(DB_FRAMES + EXCHANGE_FRAMES)
 
 
