@@ -47,80 +47,15 @@ class Outcome:
 
 
 def get_instance():
+    """The instance of ``DAGSTER_HOME`` when it is set (the run shows in the UI), else an ephemeral
+    one tuned for in-process runs (:mod:`recon_pipeline.ephemeral_instance`)."""
     from dagster import DagsterInstance
 
     if os.environ.get("DAGSTER_HOME"):
         return DagsterInstance.get()
-    # An ephemeral instance keeps every event in memory; its console shows warnings and errors only.
-    level = os.environ.get("RECON_LOG_LEVEL", "WARNING")
-    instance = DagsterInstance.ephemeral(settings={"python_logs": {"python_log_level": level}})
-    return one_event_log_connection(remember_dynamic_partitions(instance))
+    from recon_pipeline.ephemeral_instance import ephemeral_instance
 
-
-def one_event_log_connection(instance):
-    """Let an ephemeral instance's in-memory event log use the one connection it already holds.
-
-    Dagster's in-memory event log opens a new SQLite connection (and sets two pragmas) for every
-    event it stores and every query, all under one lock: about 8 % of a window in a week-long
-    backfill (docs/performance.md). The storage already keeps a connection open for its whole life
-    (the in-memory database lives as long as one is open); serving every call from it, under the
-    same lock, keeps each call in its own transaction as before.
-    """
-    from contextlib import contextmanager
-
-    from dagster._core.storage.event_log.in_memory import InMemoryEventLogStorage
-
-    storage = getattr(instance, "_event_storage", None)
-    if not instance.is_ephemeral or type(storage) is not InMemoryEventLogStorage:
-        return instance
-    held = storage._held_conn
-    with held.begin():
-        held.execute(sa.text("PRAGMA foreign_keys=ON;")).close()
-
-    @contextmanager
-    def connect():
-        with storage._db_lock, held.begin():
-            yield held
-
-    storage._connect = connect
-    storage.run_connection = lambda run_id=None: connect()
-    storage.index_connection = connect
-    return instance
-
-
-def remember_dynamic_partitions(instance):
-    """Answer ``has_dynamic_partition`` from memory on an ephemeral instance.
-
-    Dagster asks it for every input and output of every step (the profile dimension is dynamic), and
-    each question is a query on a fresh connection to the in-memory event log: about 5 % of a window
-    in a week-long backfill (docs/performance.md). Nothing but this process can add or delete a
-    partition of an ephemeral instance, and both go through the instance, so the memory is dropped on
-    each of them.
-    """
-    if not instance.is_ephemeral:
-        return instance
-    known: dict[tuple[str, str], bool] = {}
-    has, add, delete = instance.has_dynamic_partition, instance.add_dynamic_partitions, \
-        instance.delete_dynamic_partition
-
-    def has_dynamic_partition(partitions_def_name: str, partition_key: str) -> bool:
-        key = (partitions_def_name, partition_key)
-        if key not in known:
-            known[key] = has(partitions_def_name, partition_key)
-        return known[key]
-
-    def add_dynamic_partitions(partitions_def_name: str, partition_keys) -> None:
-        known.clear()
-        add(partitions_def_name, partition_keys)
-
-    def delete_dynamic_partition(partitions_def_name: str, partition_key: str) -> None:
-        known.clear()
-        delete(partitions_def_name, partition_key)
-
-    instance.has_dynamic_partition = has_dynamic_partition
-    instance.add_dynamic_partitions = add_dynamic_partitions
-    instance.delete_dynamic_partition = delete_dynamic_partition
-    return instance
+    return ephemeral_instance(os.environ.get("RECON_LOG_LEVEL", "WARNING"))
 
 
 def _first_error(result) -> str:

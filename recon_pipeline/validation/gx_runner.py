@@ -67,7 +67,9 @@ def _context():
             context = gx.get_context(mode="ephemeral")
             context.variables.progress_bars = ProgressBarsConfig(globally=False)
             source = context.data_sources.add_pandas("recon_frames")
-            _state.update(gx=gx, context=context, source=source)
+            from great_expectations.validator.v1_validator import Validator
+
+            _state.update(gx=gx, context=context, source=source, Validator=Validator)
         return _state
 
 
@@ -110,10 +112,15 @@ def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], Sequence],
     """
     state = _context()
     with _lock:
-        definition = _definition(state, name, list(build(state["gx"])))
-        result = definition.run(batch_parameters={"dataframe": df}, result_format=(
-            {"result_format": "BOOLEAN_ONLY"} if verdict_only
-            else {"result_format": "SUMMARY", "partial_unexpected_count": 5}))
+        definition, Validator = _definition(state, name, list(build(state["gx"]))), state["Validator"]
+        result_format = ({"result_format": "BOOLEAN_ONLY"} if verdict_only
+                         else {"result_format": "SUMMARY", "partial_unexpected_count": 5})
+        # What ``definition.run`` does, less its two bookkeeping steps: checking that the definition is
+        # still the one saved in the context (it is: built above, never edited) and saving the result
+        # into the context's in-memory results store, which nothing reads and which would grow by one
+        # result per suite and window for the life of the process. ~15 ms of a backfill window.
+        result = Validator(batch_definition=definition.batch_definition, batch_parameters={"dataframe": df},
+                           result_format=result_format).validate_expectation_suite(definition.suite)
     outcomes = []
     for res in result.results:
         cfg = res.expectation_config
