@@ -42,8 +42,8 @@ def one_event_log_connection(instance):
     event it stores and every query, all under one lock: about 8 % of a window in a week-long
     backfill (docs/performance.md). The storage already keeps a connection open for its whole life
     (the in-memory database lives as long as one is open); serving every call from it, under the
-    same lock, keeps each call in its own transaction as before. ``has_table``, which Dagster asks
-    before storing each asset event and check evaluation, is answered from the tables listed once.
+    same lock, keeps each call in its own transaction as before. Dagster's schema questions
+    (``has_table``, ``has_asset_key_col``) are answered from the schema listed once.
     """
     storage = _in_memory_storage(instance)
     if storage is None:
@@ -57,18 +57,26 @@ def one_event_log_connection(instance):
         with storage._db_lock, held.begin():
             yield held
 
-    # Asked before storing every asset event and check evaluation (is the schema migrated?). The
-    # tables of an in-memory log are all created with it and never dropped: list them once.
+    # Dagster's migration checks: asked before storing every asset event and check evaluation and in
+    # every asset-record query (does this table, this asset_keys column exist?), each by inspecting
+    # the schema. An in-memory log's tables are all created with it and never altered: list them once.
     with held.begin():
-        tables = frozenset(sa.inspect(held).get_table_names())
+        inspector = sa.inspect(held)
+        tables = frozenset(inspector.get_table_names())
+        asset_key_columns = frozenset(c["name"] for c in inspector.get_columns("asset_keys"))
 
     def has_table(table_name: str) -> bool:
         return table_name in tables
+
+    def has_asset_key_col(column_name: str) -> bool:
+        return column_name in asset_key_columns
 
     storage._connect = connect
     storage.run_connection = lambda run_id=None: connect()
     storage.index_connection = connect
     storage.has_table = has_table
+    storage.has_asset_key_col = has_asset_key_col
+    storage._has_asset_key_col_on_connection = lambda conn, column_name: column_name in asset_key_columns
     return instance
 
 
@@ -146,14 +154,12 @@ def store_only_what_is_read_back(instance):
 def upsert_asset_entries(instance):
     """Update an in-memory event log's asset entry in place, inserting it only when it is new.
 
-    For each materialization and planned event (40 a run) Dagster's SQL event log asks SQLite for the
-    ``asset_keys`` table's columns (a schema migration check, always true for a log created by this
-    process) and then inserts the asset's entry, which fails with an IntegrityError for every asset
-    seen before, and updates it in the handler: ~40 ms of a later backfill window in exception
-    handling and introspection (docs/performance.md). Here the entry is updated first and inserted
-    when no row matched, with the same values (Dagster's own ``_get_asset_entry_values``); every call
-    holds the storage's one lock and connection (:func:`one_event_log_connection`), so nothing can
-    come between the two statements.
+    For each materialization and planned event (40 a run) Dagster's SQL event log inserts the asset's
+    entry, which fails with an IntegrityError for every asset seen before, and updates it in the
+    handler: ~30 ms of a later backfill window in exception handling (docs/performance.md). Here the
+    entry is updated first and inserted when no row matched, with the same values (Dagster's own
+    ``_get_asset_entry_values``); every call holds the storage's one lock and connection
+    (:func:`one_event_log_connection`), so nothing can come between the two statements.
     """
     storage = _in_memory_storage(instance)
     if storage is None:

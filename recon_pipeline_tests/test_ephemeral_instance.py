@@ -66,6 +66,8 @@ def test_the_ephemeral_event_log_serves_every_call_from_its_one_connection():
     for table in ("event_logs", "asset_keys", "asset_event_tags", "asset_check_executions", "dynamic_partitions",
                   "no_such_table"):
         assert storage.has_table(table) == plain_storage.has_table(table), table
+    for column in ("last_materialization_timestamp", "cached_status_data", "wipe_timestamp", "no_such_column"):
+        assert storage.has_asset_key_col(column) == plain_storage.has_asset_key_col(column), column
 
 
 def test_a_persistent_event_log_is_left_alone(tmp_path):

@@ -40,9 +40,12 @@ def markdown_table(df: pd.DataFrame, columns: list[str] | None = None, limit: in
     if df is None or df.empty:
         return "_no rows_"
     cols = [c for c in (columns or list(df.columns)) if c in df.columns]
-    head = df.head(limit)[cols]  # head first: selecting columns of the whole frame copies it
+    # Column by column: a window shows ~20 previews, and taking rows as a frame (head, column
+    # selection, itertuples) cost ten times as much as the cells themselves.
+    head = df.iloc[:limit]
+    values = [head[c].tolist() for c in cols]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in head.itertuples(index=False, name=None):
+    for row in (zip(*values, strict=True) if values else [()] * len(head)):
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     if len(df) > limit:
         lines.append(f"\n_{len(df) - limit:,} more rows_")

@@ -343,8 +343,17 @@ def _apply_rules(df: pd.DataFrame, rules: Sequence[Rule]) -> pd.Series:
     """The first matching reason of each row ('' when the row is good)."""
     if df.empty:
         return pd.Series([], dtype=object, index=df.index)
-    masks = [r.mask(df).reindex(df.index).fillna(False).to_numpy(dtype=bool) for r in rules]
+    masks = [_bool_mask(r.mask(df), df.index) for r in rules]
     return pd.Series(np.select(masks, [r.reason for r in rules], default=""), index=df.index)
+
+
+def _bool_mask(mask: pd.Series, index: pd.Index) -> np.ndarray:
+    """A rule's mask as plain booleans on ``index`` (a missing row or a null verdict is False). Most
+    masks are already numpy booleans on the frame's own index: they are taken as they are (a frame has
+    ~20 rules, and realigning and filling each cost more than computing it)."""
+    if mask.dtype == bool and (mask.index is index or mask.index.equals(index)):
+        return mask.to_numpy()
+    return mask.reindex(index).fillna(False).to_numpy(dtype=bool)
 
 
 def _details(bad: pd.DataFrame, reasons: pd.Series, rules: Sequence[Rule], ident: pd.Series) -> pd.Series:
