@@ -7,7 +7,6 @@ The same job definition the schedule launches is executed here, against the Dags
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -179,7 +178,7 @@ def backfill(start: str | pd.Timestamp, end: str | pd.Timestamp, profiles: list[
     from recon_pipeline.exchange.read_ahead import reading_ahead
 
     planned = ((p, int(w.value // 1_000_000)) for p in chosen for w in windows)
-    with reading_ahead(planned) if read_ahead else nullcontext(), shared_engine(url), backfill_gc_thresholds():
+    with reading_ahead(planned) if read_ahead else nullcontext(), shared_engine(url):
         first = True
         for profile_id in chosen:
             for window in windows:
@@ -202,32 +201,6 @@ def freeze_startup_heap() -> None:
 
     gc.collect()
     gc.freeze()
-
-
-# Young collections every 20,000 net container allocations instead of CPython's 700, and older
-# generations proportionally rarer: see backfill_gc_thresholds.
-BACKFILL_GC_THRESHOLDS = (20_000, 20, 100)
-
-
-@contextmanager
-def backfill_gc_thresholds():
-    """CPython's collection thresholds for a backfill, restored when it ends.
-
-    A later window allocates a few million short-lived objects (frames, events, ccxt rows). With the
-    default thresholds (700, 10, 10) that is ~90 young and ~8 middle collections and half a full one
-    per window, each walking whatever survived so far: ~22 ms of a window. Collecting less often walks
-    the survivors fewer times; in-process A/B runs of a week (alternate windows with each setting)
-    measured 11-50 ms less CPU per window (docs/performance.md). Garbage is still collected, only in
-    larger batches: the young generation holds at most 20,000 objects between collections.
-    """
-    import gc
-
-    before = gc.get_threshold()
-    gc.set_threshold(*BACKFILL_GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def read_ahead_enabled(env=os.environ) -> bool:

@@ -60,8 +60,6 @@ def test_backfill_with_read_ahead_equals_backfill_without(pg_template, emulator,
     frozen_after: list[int] = []  # windows done when the start-up heap was frozen (once per backfill)
     monkeypatch.setattr(runner, "freeze_startup_heap", lambda: frozen_after.append(len(outcomes)))
     states = {}
-    thresholds: set[tuple[int, int, int]] = set()
-    default_thresholds = gc.get_threshold()
     for mode in (False, True):
         with _scratch_database("recon_t", pg_template) as name:
             url = _url_for(name)
@@ -72,10 +70,7 @@ def test_backfill_with_read_ahead_equals_backfill_without(pg_template, emulator,
             for outcome in backfill("2026-11-30T05:00:00Z", "2026-11-30T09:00:00Z", ["alpha", "beta"], apply=True,
                                     db_url=url, exchange_config=FAST_EXCHANGE, read_ahead=mode):
                 outcomes.append(outcome)
-                thresholds.add(gc.get_threshold())
             assert [o.success for o in outcomes] == [True] * 10
-            assert thresholds == {runner.BACKFILL_GC_THRESHOLDS}    # for the whole backfill
-            assert gc.get_threshold() == default_thresholds       # and restored after it
             states[mode] = _state(url)
     assert frozen_after == [1, 1]
     # without: nothing taken; with: windows 06-08 of each profile were read ahead (09 is the live one)
@@ -90,14 +85,6 @@ def test_read_ahead_switch():
     assert read_ahead_enabled({"RECON_BACKFILL_READ_AHEAD": "false"}) is False
     with pytest.raises(SettingsError, match="RECON_BACKFILL_READ_AHEAD"):
         read_ahead_enabled({"RECON_BACKFILL_READ_AHEAD": "sometimes"})
-
-
-def test_backfill_gc_thresholds_are_restored_even_after_an_error():
-    before = gc.get_threshold()
-    with pytest.raises(RuntimeError), runner.backfill_gc_thresholds():
-        assert gc.get_threshold() == runner.BACKFILL_GC_THRESHOLDS
-        raise RuntimeError("a window failed")
-    assert gc.get_threshold() == before
 
 
 def test_the_start_up_heap_is_frozen_without_freezing_garbage():
