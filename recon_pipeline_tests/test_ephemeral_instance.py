@@ -108,16 +108,16 @@ def downstream_is_upper(downstream: str) -> AssetCheckResult:
     return AssetCheckResult(passed=downstream.isupper())
 
 
-def _job():
-    defs = Definitions(assets=[upstream, downstream], asset_checks=[downstream_is_upper],
-                       resources={"io_manager": mem_io_manager},   # as the runner's on an ephemeral instance
-                       jobs=[define_asset_job("both", selection=[upstream, downstream], partitions_def=PARTS)])
-    return defs.resolve_job_def("both")
+# Resolved once, at import: resolving Definitions inside a test reads Dagster's process-global load
+# context, which may still point at an instance an earlier test dropped.
+JOB = Definitions(assets=[upstream, downstream], asset_checks=[downstream_is_upper],
+                  resources={"io_manager": mem_io_manager},   # as the runner's on an ephemeral instance
+                  jobs=[define_asset_job("both", selection=[upstream, downstream], partitions_def=PARTS)],
+                  ).resolve_job_def("both")
 
 
 def _runs(instance) -> tuple[list, list]:
-    job = _job()
-    return [job.execute_in_process(partition_key=key, instance=instance) for key in ("a", "b", "a")], job
+    return [JOB.execute_in_process(partition_key=key, instance=instance) for key in ("a", "b", "a")], JOB
 
 
 def _read_back(instance, results) -> dict:

@@ -166,6 +166,18 @@ def test_the_same_suite_is_built_once_per_process():
     assert len(source.assets) == assets
 
 
+def test_suite_runs_leave_no_results_behind_in_the_context():
+    """A long-lived process (the daemon, a week's backfill) validates every hour of every profile:
+    the results are turned into our own report, and the GE context must not keep a copy of each."""
+    df = _mixed()
+    store = gx_runner._context()["context"].validation_results_store
+    O.validate_outputs(schemas.empty(schemas.FINDINGS), df, ReconSettings())
+    kept = len(store.list_keys())
+    for _ in range(3):
+        O.validate_outputs(schemas.empty(schemas.FINDINGS), df, ReconSettings())
+    assert len(store.list_keys()) == kept == 0
+
+
 def test_a_clean_tiled_batch_passes_with_every_fact_true():
     df = pd.concat([_mixed().iloc[[0, 1, 2, 5, 7, 9]]] * 300, ignore_index=True)
     df["target_id"] = [f"t{i}" for i in range(len(df))]
