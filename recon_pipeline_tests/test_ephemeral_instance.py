@@ -116,8 +116,8 @@ JOB = Definitions(assets=[upstream, downstream], asset_checks=[downstream_is_upp
                   ).resolve_job_def("both")
 
 
-def _runs(instance) -> tuple[list, list]:
-    return [JOB.execute_in_process(partition_key=key, instance=instance) for key in ("a", "b", "a")], JOB
+def _runs(instance) -> list:
+    return [JOB.execute_in_process(partition_key=key, instance=instance) for key in ("a", "b", "a")]
 
 
 def _read_back(instance, results) -> dict:
@@ -150,8 +150,8 @@ def _read_back(instance, results) -> dict:
 def test_the_tuned_instance_reads_back_what_a_plain_one_does():
     plain = DagsterInstance.ephemeral()
     tuned = ephemeral_instance()
-    plain_results, _ = _runs(plain)
-    tuned_results, _ = _runs(tuned)
+    plain_results = _runs(plain)
+    tuned_results = _runs(tuned)
     assert all(r.success for r in plain_results + tuned_results)
     assert _read_back(tuned, tuned_results) == _read_back(plain, plain_results)
     # the run's result still holds every event, narration included
@@ -161,8 +161,7 @@ def test_the_tuned_instance_reads_back_what_a_plain_one_does():
 
 def test_narration_is_not_stored_everything_else_is():
     plain, tuned = DagsterInstance.ephemeral(), store_only_what_is_read_back(DagsterInstance.ephemeral())
-    (plain_result, *_), _ = _runs(plain)
-    (tuned_result, *_), _ = _runs(tuned)
+    plain_result, tuned_result = _runs(plain)[0], _runs(tuned)[0]
 
     def stored(instance, result):
         return [r.event_log_entry.dagster_event.event_type_value
@@ -181,7 +180,7 @@ def test_asset_entries_are_updated_in_place_without_integrity_errors():
     instance = upsert_asset_entries(one_event_log_connection(DagsterInstance.ephemeral()))
     failed = []
     sa.event.listen(instance._event_storage._engine, "handle_error", lambda ctx: failed.append(ctx.original_exception))
-    results, _ = _runs(instance)
+    results = _runs(instance)
     assert all(r.success for r in results)
     assert failed == []                                   # Dagster's own insert fails for every asset seen before
     with instance._event_storage._connect() as conn:

@@ -2,7 +2,7 @@
 
 GE 1.x keeps a process-global context and imports in about 4 s, so it is imported lazily, on the
 first validation, and one ephemeral context is reused for the life of the process, as is each suite
-(asset, batch definition, suite and validation definition are built on a suite's first run). Suites are plain
+(its asset, batch definition and suite are built on the suite's first run). Suites are plain
 lists of expectation objects built by the callers; this module only runs them and turns the result
 into something a report can show: which expectation failed, how many rows, and examples.
 """
@@ -67,9 +67,7 @@ def _context():
             context = gx.get_context(mode="ephemeral")
             context.variables.progress_bars = ProgressBarsConfig(globally=False)
             source = context.data_sources.add_pandas("recon_frames")
-            from great_expectations.validator.v1_validator import Validator
-
-            _state.update(gx=gx, context=context, source=source, Validator=Validator)
+            _state.update(gx=gx, context=context, source=source)
         return _state
 
 
@@ -78,7 +76,7 @@ def _fingerprint(expectations: Sequence) -> str:
 
 
 def _definition(state: dict, name: str, expectations: list):
-    """The validation definition of suite ``name``: built on first use, then reused (same expectations)."""
+    """(batch definition, suite) of suite ``name``: built on first use, then reused (same expectations)."""
     gx, context, source = state["gx"], state["context"], state["source"]
     cache = state.setdefault("definitions", {})
     key = (name, _fingerprint(expectations))
@@ -87,7 +85,7 @@ def _definition(state: dict, name: str, expectations: list):
         asset = source.add_dataframe_asset(f"{name}_{uid}")
         batch_def = asset.add_batch_definition_whole_dataframe(f"{name}_{uid}_batch")
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_{uid}", expectations=expectations))
-        cache[key] = gx.ValidationDefinition(name=f"{name}_{uid}_validation", data=batch_def, suite=suite)
+        cache[key] = batch_def, suite
     return cache[key]
 
 
@@ -112,15 +110,17 @@ def run_suite(name: str, df: pd.DataFrame, build: Callable[[object], Sequence],
     """
     state = _context()
     with _lock:
-        definition, Validator = _definition(state, name, list(build(state["gx"]))), state["Validator"]
+        from great_expectations.validator.v1_validator import Validator
+
+        batch_def, suite = _definition(state, name, list(build(state["gx"])))
         result_format = ({"result_format": "BOOLEAN_ONLY"} if verdict_only
                          else {"result_format": "SUMMARY", "partial_unexpected_count": 5})
-        # What ``definition.run`` does, less its two bookkeeping steps: checking that the definition is
-        # still the one saved in the context (it is: built above, never edited) and saving the result
-        # into the context's in-memory results store, which nothing reads and which would grow by one
-        # result per suite and window for the life of the process. ~15 ms of a backfill window.
-        result = Validator(batch_definition=definition.batch_definition, batch_parameters={"dataframe": df},
-                           result_format=result_format).validate_expectation_suite(definition.suite)
+        # What ``ValidationDefinition.run`` does, less its two bookkeeping steps: checking that the
+        # definition is still the one saved in the context, and saving the result into the context's
+        # in-memory results store, which nothing reads and which would grow by one result per suite and
+        # window for the life of the process. ~15 ms of a backfill window.
+        result = Validator(batch_definition=batch_def, batch_parameters={"dataframe": df},
+                           result_format=result_format).validate_expectation_suite(suite)
     outcomes = []
     for res in result.results:
         cfg = res.expectation_config

@@ -351,7 +351,7 @@ def _bool_mask(mask: pd.Series, index: pd.Index) -> np.ndarray:
     """A rule's mask as plain booleans on ``index`` (a missing row or a null verdict is False). Most
     masks are already numpy booleans on the frame's own index: they are taken as they are (a frame has
     ~20 rules, and realigning and filling each cost more than computing it)."""
-    if mask.dtype == bool and (mask.index is index or mask.index.equals(index)):
+    if mask.dtype == bool and mask.index.equals(index):  # equals is an identity check first
         return mask.to_numpy()
     return mask.reindex(index).fillna(False).to_numpy(dtype=bool)
 
