@@ -88,9 +88,7 @@ def apply_batch(engine: Engine, batch_id: str, *, run_id: str | None = None, hol
             applied = _apply_pauses(conn, pause_rows, now)
             _record(outcomes, pause_rows, applied, "pause state changed since the batch was built")
             _sync_trading_paused(conn, batch["profile_id"])
-        derived = todo[todo["action"].isin(DERIVED_ACTIONS)]
-        for row in derived.itertuples(index=False):
-            outcomes[row.correction_id] = _apply_derived(conn, row, now)
+        outcomes.update(_apply_derived(conn, todo[todo["action"].isin(DERIVED_ACTIONS)], now))
 
         _write_outcomes(conn, batch_id, outcomes, now)
         conn.execute(sa.text("UPDATE recon_batches SET status = 'APPLIED', applied_at = :t, apply_run_id = :r"
@@ -314,45 +312,78 @@ _RESERVED_SQL = (
     f" + COALESCE((SELECT sum((CASE WHEN qty > filled_qty THEN qty - filled_qty ELSE 0 END) * {_ORDER_PRICE})"
     f"             FROM orders WHERE profile_id = :p AND role = 'ENTRY'"
     f"             AND status IN ('NEW', 'OPEN', 'PARTIALLY_FILLED') AND {_ORDER_VALUES_OK}), 0)")
-_POSITION_SQL = (
-    f"SELECT COALESCE(sum(CASE WHEN side = 'long' THEN {_REMAINING} ELSE -{_REMAINING} END), 0),"
+# every OPEN slice's remaining qty (signed by side) and entry-price average, per (profile, symbol)
+_POSITIONS_SQL = (
+    f"SELECT profile_id, symbol, COALESCE(sum(CASE WHEN side = 'long' THEN {_REMAINING} ELSE -{_REMAINING} END), 0),"
     f" sum({_REMAINING} * entry_price) / NULLIF(sum({_REMAINING}), 0)"
-    f" FROM trade_history WHERE profile_id = :p AND symbol = :s AND status = 'OPEN' AND {_SLICE_VALUES_OK}")
+    f" FROM trade_history WHERE profile_id IN :profiles AND symbol IN :symbols AND status = 'OPEN'"
+    f" AND {_SLICE_VALUES_OK} GROUP BY profile_id, symbol")
 
 
-def _apply_derived(conn: Connection, row, now) -> tuple[str, str]:
-    """Recompute reservations / a position from the tables as they are now, inside the transaction.
+def _apply_derived(conn: Connection, rows: pd.DataFrame, now) -> dict[str, tuple[str, str]]:
+    """Recompute reservations / positions from the tables as they are now, inside the transaction.
 
     Rows with a non-finite or invalid qty or price (the snapshot's BAD_ROWs) are skipped, never summed
-    (see ``_SLICE_VALUES_OK`` / ``_ORDER_VALUES_OK``), so a NaN is never written.
+    (see ``_SLICE_VALUES_OK`` / ``_ORDER_VALUES_OK``), so a NaN is never written. A derived correction
+    reads the slices and orders, which only the corrections before it write, never the ledger or the
+    positions it writes itself, so the positions of a batch are recomputed together: one grouped read
+    of the OPEN slices instead of one scan of them per position (9 positions a window cost 50 ms).
     """
-    if row.action == "RESERVATION_UPDATE":
-        profile_id = row.target_id
-        reserved = conn.execute(sa.text(_RESERVED_SQL), {"p": profile_id}).scalar()
-        reserved = float(reserved or 0.0)
-        current = conn.execute(sa.text("SELECT reserved_usd FROM capital_ledger WHERE profile_id = :p"),
-                               {"p": profile_id}).scalar()
-        if current is not None and abs(float(current) - reserved) <= 1e-6:
-            return ("STALE", f"reserved_usd already {reserved:.8g}")
-        conn.execute(sa.text(
-            "INSERT INTO capital_ledger (profile_id, reserved_usd, updated_at) VALUES (:p, :r, :t)"
-            " ON CONFLICT (profile_id) DO UPDATE SET reserved_usd = excluded.reserved_usd,"
-            " updated_at = excluded.updated_at"), {"p": profile_id, "r": reserved, "t": ts_param(conn, now)})
-        return ("APPLIED", f"reserved_usd recomputed: {reserved:.8g}")
-    profile_id, symbol = row.target_id.split("|", 1)
-    qty, avg = conn.execute(sa.text(_POSITION_SQL), {"p": profile_id, "s": symbol}).one()
-    qty = float(qty or 0.0)
-    current = conn.execute(sa.text("SELECT qty FROM positions WHERE profile_id = :p AND symbol = :s"),
-                           {"p": profile_id, "s": symbol}).scalar()
-    if (current is None and qty == 0.0) or (current is not None and abs(float(current) - qty) <= QTY_TOLERANCE):
-        return ("STALE", f"position already {qty:.10g}")
+    outcomes: dict[str, tuple[str, str]] = {}
+    for row in rows[rows["action"] == "RESERVATION_UPDATE"].itertuples(index=False):  # one per profile
+        outcomes[row.correction_id] = _apply_reservation(conn, row.target_id, now)
+    positions = rows[rows["action"] == "POSITION_UPDATE"]
+    if len(positions):
+        outcomes.update(_apply_positions(conn, positions, now))
+    return outcomes
+
+
+def _apply_reservation(conn: Connection, profile_id: str, now) -> tuple[str, str]:
+    reserved = conn.execute(sa.text(_RESERVED_SQL), {"p": profile_id}).scalar()
+    reserved = float(reserved or 0.0)
+    current = conn.execute(sa.text("SELECT reserved_usd FROM capital_ledger WHERE profile_id = :p"),
+                           {"p": profile_id}).scalar()
+    if current is not None and abs(float(current) - reserved) <= 1e-6:
+        return ("STALE", f"reserved_usd already {reserved:.8g}")
     conn.execute(sa.text(
-        "INSERT INTO positions (profile_id, symbol, qty, avg_entry_price, updated_at) VALUES (:p, :s, :q, :a, :t)"
-        " ON CONFLICT (profile_id, symbol) DO UPDATE SET qty = excluded.qty,"
-        " avg_entry_price = COALESCE(excluded.avg_entry_price, positions.avg_entry_price),"
-        " updated_at = excluded.updated_at"),
-        {"p": profile_id, "s": symbol, "q": qty, "a": None if avg is None else float(avg), "t": ts_param(conn, now)})
-    return ("APPLIED", f"position recomputed: {qty:.10g}")
+        "INSERT INTO capital_ledger (profile_id, reserved_usd, updated_at) VALUES (:p, :r, :t)"
+        " ON CONFLICT (profile_id) DO UPDATE SET reserved_usd = excluded.reserved_usd,"
+        " updated_at = excluded.updated_at"), {"p": profile_id, "r": reserved, "t": ts_param(conn, now)})
+    return ("APPLIED", f"reserved_usd recomputed: {reserved:.8g}")
+
+
+def _apply_positions(conn: Connection, rows: pd.DataFrame, now) -> dict[str, tuple[str, str]]:
+    """POSITION_UPDATEs (target ``profile|symbol``): the recomputed qty is written unless the table
+    already holds it (STALE); a position without OPEN slices is 0, with no average price."""
+    targets = [tuple(target.split("|", 1)) for target in rows["target_id"]]
+    profiles = sorted({p for p, _ in targets})
+    symbols = sorted({s for _, s in targets})
+    params = {"profiles": profiles, "symbols": symbols}
+    expanding = (sa.bindparam("profiles", expanding=True), sa.bindparam("symbols", expanding=True))
+    computed = {(p, s): (q, a) for p, s, q, a in conn.execute(sa.text(_POSITIONS_SQL).bindparams(*expanding), params)}
+    held = {(p, s): q for p, s, q in conn.execute(sa.text(
+        "SELECT profile_id, symbol, qty FROM positions WHERE profile_id IN :profiles AND symbol IN :symbols"
+    ).bindparams(*expanding), params)}
+    outcomes: dict[str, tuple[str, str]] = {}
+    writes = []
+    at = ts_param(conn, now)
+    for correction_id, (profile_id, symbol) in zip(rows["correction_id"], targets, strict=True):
+        qty, avg = computed.get((profile_id, symbol), (0.0, None))
+        qty = float(qty or 0.0)
+        current = held.get((profile_id, symbol))
+        if (current is None and qty == 0.0) or (current is not None and abs(float(current) - qty) <= QTY_TOLERANCE):
+            outcomes[correction_id] = ("STALE", f"position already {qty:.10g}")
+            continue
+        writes.append({"p": profile_id, "s": symbol, "q": qty, "a": None if avg is None else float(avg), "t": at})
+        held[profile_id, symbol] = qty  # a second correction of the same position finds it written
+        outcomes[correction_id] = ("APPLIED", f"position recomputed: {qty:.10g}")
+    if writes:
+        conn.execute(sa.text(
+            "INSERT INTO positions (profile_id, symbol, qty, avg_entry_price, updated_at) VALUES (:p, :s, :q, :a, :t)"
+            " ON CONFLICT (profile_id, symbol) DO UPDATE SET qty = excluded.qty,"
+            " avg_entry_price = COALESCE(excluded.avg_entry_price, positions.avg_entry_price),"
+            " updated_at = excluded.updated_at"), writes)
+    return outcomes
 
 
 def _write_outcomes(conn: Connection, batch_id: str, outcomes: dict, now) -> None:

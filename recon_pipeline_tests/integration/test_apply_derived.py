@@ -139,3 +139,66 @@ def test_a_bad_row_slice_does_not_poison_the_applied_reservation(demo_world):
     positions = demo_world.table("positions").set_index(["profile_id", "symbol"])
     # T1001 closed by the batch; T1003 + T1004 remain (docs/demo.md), the NaN slice counts for nothing
     assert float(positions.loc[("alpha", SYMBOL), "qty"]) == pytest.approx(0.007, abs=1e-12)
+
+
+# --- several POSITION_UPDATEs of one batch are recomputed together --------------------------------------
+
+ETH = "ETH/USDT:USDT"
+SOL = "SOL/USDT:USDT"
+
+# (case, profile, symbol, OPEN slices as (side, entry_qty, exit_qty, entry_price), held qty or None,
+#  expected status, expected (qty, avg) in the table after the apply (None: no row))
+POSITION_CASES = [
+    ("long and short net", "p1", SYMBOL, [("long", 2.0, 0.5, 100.0), ("short", 0.5, 0.0, 200.0)], 42.0,
+     "APPLIED", (1.0, 125.0)),
+    ("already right", "p1", ETH, [("long", 3.0, 0.0, 10.0)], 3.0, "STALE", (3.0, None)),
+    ("no slices, no row", "p1", SOL, [], None, "STALE", None),
+    ("no slices, a row left", "p2", SYMBOL, [], 5.0, "APPLIED", (0.0, 7.0)),
+    ("other profile, same symbol as p1's", "p2", ETH, [("short", 4.0, 1.0, 20.0)], None, "APPLIED", (-3.0, 20.0)),
+]
+
+
+def _positions_world(engine) -> None:
+    profiles = [{"profile_id": p, "exchange": "binance", "account": "main", "market_type": "swap", "sub_tag": p,
+                 "allocated_capital_usd": 1000} for p in ("p1", "p2")]
+    slices, positions = [], []
+    for n, (_, profile, symbol, open_slices, held, _, _) in enumerate(POSITION_CASES):
+        for k, (side, qty, exit_qty, price) in enumerate(open_slices):
+            slices.append({**_slice(f"T{n}-{k}", side=side, entry_qty=qty, entry_price=price, exit_qty=exit_qty),
+                           "profile_id": profile, "symbol": symbol})
+        if held is not None:
+            positions.append({"profile_id": profile, "symbol": symbol, "qty": held,
+                              "avg_entry_price": 7.0 if profile == "p2" else None, "updated_at": AT})
+    # a CLOSED slice and a slice of a symbol no correction names: neither counts
+    slices.append({**_slice("T-closed", entry_qty=9.0, exit_qty=9.0, status="CLOSED"), "symbol": ETH})
+    slices.append({**_slice("T-elsewhere", entry_qty=9.0), "symbol": "XRP/USDT:USDT"})
+    seed(engine, {"profiles": profiles, "trade_history": slices, "positions": positions})
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO recon_batches (batch_id, window_start, profile_id, status, n_corrections, created_at)"
+            " VALUES ('b2', :w, 'p1', 'PENDING', :n, :w)"), {"w": "2026-11-30 09:00:00+00:00", "n": len(POSITION_CASES)})
+        for n, (_, profile, symbol, *_rest) in enumerate(POSITION_CASES):
+            conn.execute(sa.text(
+                "INSERT INTO recon_corrections (batch_id, correction_id, window_start, profile_id, action,"
+                " target_table, target_id, expected_state, new_state, evidence, status)"
+                " VALUES ('b2', :c, :w, 'p1', 'POSITION_UPDATE', 'positions', :i, '{}', '{}', '{}', 'PENDING')"),
+                {"c": f"c{n}", "w": "2026-11-30 09:00:00+00:00", "i": f"{profile}|{symbol}"})
+
+
+def test_positions_of_one_batch_are_each_recomputed_from_their_own_slices(engine):
+    _positions_world(engine)
+
+    apply_batch(engine, "b2")
+
+    with engine.connect() as conn:
+        status = dict(conn.execute(sa.text("SELECT correction_id, status FROM recon_corrections")).fetchall())
+        table = {(p, s): (float(q), None if a is None else float(a)) for p, s, q, a in conn.execute(sa.text(
+            "SELECT profile_id, symbol, qty, avg_entry_price FROM positions")).fetchall()}
+    for n, (case, profile, symbol, _, _, want_status, want_row) in enumerate(POSITION_CASES):
+        assert status[f"c{n}"] == want_status, case
+        got = table.get((profile, symbol))
+        if want_row is None:
+            assert got is None, case
+        else:
+            assert got[0] == pytest.approx(want_row[0], abs=1e-12), case
+            assert got[1] == (None if want_row[1] is None else pytest.approx(want_row[1])), case
