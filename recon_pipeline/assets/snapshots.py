@@ -298,8 +298,12 @@ def _fetch_account(clients, account: str, window: Window, market_types: set[str]
     lookup = {sym: grp["exchange_order_id"].tolist() for sym, grp in open_db.groupby("symbol") if sym in listed}
     # Fills first: Binance lists orders by creation time, so an order created before the span but
     # filled inside it is only found through its fills (fetch_orders looks those ids up).
+    # a historical window's history has ended on the exchange's clock: the next window may reuse it
+    settled: dict | None = {} if ahead is not None and not clock.live and clock.as_of <= now else None
     fills, orders = fetch.fetch_activity(clients, account, symbols, clock.fills_since, clock.as_of, lookup_ids=lookup,
-                                         read_ahead=spans)
+                                         read_ahead=spans, settled=settled)
+    if settled is not None:
+        ahead.keep(account, settled)
     extra = sorted((set(orders["symbol"]) & listed) - set(symbols))
     if extra:  # open orders on symbols the DB does not know: their fills are account activity too
         extra_fills, extra_orders = fetch.fetch_activity(clients, account, extra, clock.fills_since, clock.as_of)

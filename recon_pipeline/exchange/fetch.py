@@ -563,7 +563,8 @@ def share_markets(clients: Sequence[Any]) -> None:
 
 def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str], since: pd.Timestamp,
                    until: pd.Timestamp, lookup_ids: Mapping[str, list[str]] | None = None, *,
-                   read_ahead: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   read_ahead: Mapping[str, Any] | None = None,
+                   settled: dict[str, tuple] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(EXCHANGE_FILLS, EXCHANGE_ORDERS) of ``symbols``: exactly :func:`fetch_fills` followed by
     :func:`fetch_orders` with ``fills=`` the fills, done per symbol, the symbols spread over
     ``clients`` (each client serves one symbol at a time: ccxt clients are not thread-safe).
@@ -574,8 +575,14 @@ def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str],
     loses nothing holds per symbol. The frames equal the serial ones (same rows, same order).
 
     ``read_ahead``: symbol -> a span fetched earlier (:class:`recon_pipeline.exchange.read_ahead.Span`)
-    ending exactly at ``until``; only the part of ``[since, until)`` before it is paged now, its open
-    orders are asked again (see :func:`symbol_orders`).
+    ending exactly at ``until``; only the part of ``[since, until)`` before it is paged now (none if the
+    span reaches back further: its rows before ``since`` are left out), its open orders are asked
+    again (see :func:`symbol_orders`).
+
+    ``settled``: when given, filled with symbol -> ``(lo, hi, fill rows, order rows)`` of each fills
+    symbol: its fills of ``[since, until)`` and the orders created in ``[since, until]``, as of now,
+    for a later window's read-ahead to reuse (``read_ahead.ReadAhead.keep``; the caller keeps them
+    only when ``until`` had passed on the exchange's clock).
 
     Complete or an error, as everywhere here: when symbols fail, nothing is returned, and the error
     raised is that of the first failed symbol in sorted order (as the serial fetch would raise);
@@ -585,21 +592,24 @@ def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str],
     lookup = {str(k): list(v) for k, v in (lookup_ids or {}).items()}
     todo = sorted(fill_symbols | set(lookup))
     lo, hi = _ms(since), _ms(until)
-    spans = {sym: span for sym, span in (read_ahead or {}).items() if span.hi == hi and span.lo >= lo}
+    spans = {sym: span for sym, span in (read_ahead or {}).items() if span.hi == hi}
     if not todo:
         return schemas.empty(schemas.EXCHANGE_FILLS), schemas.empty(schemas.EXCHANGE_ORDERS)
     share_markets(clients)
 
     def one(ex: Any, symbol: str) -> tuple[list[tuple], list[dict]]:
         span = spans.get(symbol) if symbol in fill_symbols else None
-        cut = span.lo if span is not None else hi  # [lo, cut) is paged now, [cut, hi) was read ahead
+        cut = max(span.lo, lo) if span is not None else hi  # [lo, cut) is paged now, [cut, hi) was read ahead
         fills = symbol_fill_rows(ex, account, symbol, lo, cut) if symbol in fill_symbols else []
+        known: list[dict] = []
         if span is not None:
-            fills = fills + list(span.fills)
+            fills = fills + (list(span.fills) if span.lo >= lo else [r for r in span.fills if r[9] >= lo])
+            known = list(span.orders) if span.lo >= lo else [o for o in span.orders if o["created_ts"] >= lo]
         wanted = set(lookup.get(symbol, ())) | {r[2] for r in fills}
         # orders are created in [lo, until] (inclusive): the span read ahead holds [cut, hi]
-        orders = symbol_orders(ex, account, symbol, lo, cut if span is not None else hi + 1, wanted,
-                               known=span.orders if span is not None else ())
+        orders = symbol_orders(ex, account, symbol, lo, cut if span is not None else hi + 1, wanted, known=known)
+        if settled is not None and symbol in fill_symbols:
+            settled[symbol] = (lo, hi, fills, [o for o in orders if lo <= o["created_ts"] <= hi])
         return fills, orders
 
     parts = per_symbol_in_parallel(clients, todo, one)

@@ -113,8 +113,21 @@ class ReadAhead:
     budget_share: int = 2
     _executor: ProcessPoolExecutor | None = None
     _pending: dict[tuple[str, int, int], Future] = field(default_factory=dict)
+    _settled: dict[str, dict[str, Span]] = field(default_factory=dict)  # account -> the last window's history
     used: int = 0
     missed: int = 0
+
+    def keep(self, account: str, settled: dict[str, tuple]) -> None:
+        """Keep the history a window's snapshot just read (``fetch.fetch_activity(settled=...)``), which
+        had ended on the exchange's clock, for the next window of the account.
+
+        Why: a window's fills span starts before the window when an OPEN slice was entered shortly
+        before it (the span reaches back to its entry minus the grace), and that part lies in the
+        window read just before, whose history cannot change any more. The next window takes it from
+        here (:meth:`take`) instead of paging each symbol's fills and orders again (two requests per
+        symbol and window). Only the last window is kept."""
+        self._settled[account] = {sym: Span(sym, lo, hi, tuple(fills), tuple(orders))
+                                  for sym, (lo, hi, fills, orders) in settled.items()}
 
     def schedule(self, account: str, profile_id: str, symbols: Iterable[str], lo: int, hi: int, now: int,
                  options: dict, concurrency: int) -> bool:
@@ -154,7 +167,8 @@ class ReadAhead:
             return {}
         self.used += 1 if spans else 0
         self.missed += 0 if spans else 1
-        return spans
+        kept = self._settled.pop(account, {})
+        return {sym: _joined(kept.get(sym), span) for sym, span in spans.items()}
 
     def close(self) -> None:
         for future in self._pending.values():
@@ -163,6 +177,14 @@ class ReadAhead:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _joined(before: Span | None, span: Span) -> Span:
+    """``span`` extended back by the history kept ``before`` it, when that ends where it starts (an
+    order created at the seam is in both: the snapshot keeps one row per order id)."""
+    if before is None or before.hi != span.lo:
+        return span
+    return Span(span.symbol, before.lo, span.hi, before.fills + span.fills, before.orders + span.orders)
 
 
 _ACTIVE: ReadAhead | None = None

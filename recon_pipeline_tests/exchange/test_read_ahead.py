@@ -24,11 +24,16 @@ def _utc(ms: int) -> pd.Timestamp:
     return pd.Timestamp(ms, unit="ms", tz="UTC")
 
 
-def _scenario(**kw) -> dict:
+def _scenario(*, history: bool = False, **kw) -> dict:
     """Fills before, inside and after the span; an order created before it and filled inside it; an
-    order created inside it, part-filled and canceled after it; one open across all of it."""
+    order created inside it, part-filled and canceled after it; one open across all of it. ``history``:
+    also an order created and filled 50 and 45 minutes before the span."""
     trades, orders = [], []
-    fid = 1
+    if history:
+        orders.append(make_order(300, T0 - 50 * 60_000, symbol=SPOT, status="closed", amount=0.01, filled=0.01,
+                                 average=60000.0, last_update=T0 - 45 * 60_000))
+        trades.append(make_trade(1, 300, T0 - 45 * 60_000, symbol=SPOT))  # the oldest fill: the lowest id
+    fid = 2
     for sym in (SPOT, SWAP):
         base = 100 if sym == SPOT else 200
         orders.append(make_order(base, T0 - 30 * 60_000, symbol=sym, status="closed", amount=0.02, filled=0.02,
@@ -152,3 +157,66 @@ def test_a_failed_read_ahead_leaves_the_snapshot_to_page_it_itself(emulator, exc
         assert ahead.take("main", T0, T0 + HOUR) == {}
         assert ahead.take("main", T0 + HOUR, T0 + 2 * HOUR) == {}   # never scheduled
     assert ahead.missed == 1 and ahead.used == 0
+
+
+# --- the history a window read serves the next window's span start -------------------------------------
+
+
+def _done(value):
+    from concurrent.futures import Future
+
+    future = Future()
+    future.set_result(value)
+    return future
+
+
+@pytest.mark.parametrize("reach_back", [
+    pytest.param(25 * 60_000, id="an OPEN slice reaches 25 min into the window before"),
+    pytest.param(HOUR, id="back to the start of the window before"),
+    pytest.param(2 * HOUR, id="further back than the window before"),
+])
+def test_the_window_before_serves_the_part_of_the_span_before_the_window(emulator, exchange_env, reach_back):
+    server = emulator(_scenario(history=True), clock=T0 + 3 * HOUR)
+    exchange_env(server)
+    ahead = ReadAhead({("p", T0 - HOUR), ("p", T0)})
+    # the window before, [T0 - 1 h, T0): its snapshot keeps what it read
+    settled: dict = {}
+    fetch_activity(_pool(server, exchange_env), "main", [SPOT, SWAP], _utc(T0 - HOUR), _utc(T0), settled=settled)
+    ahead.keep("main", settled)
+    # this window, [T0, T0 + 1 h): its span was read ahead
+    ahead._pending["main", T0, T0 + HOUR] = _done(read_spans("main", OPTIONS, 2, [SPOT, SWAP], T0, T0 + HOUR))
+    spans = ahead.take("main", T0, T0 + HOUR)
+    assert {s.lo for s in spans.values()} == {T0 - HOUR}
+    since, until = _utc(T0 - reach_back), _utc(T0 + HOUR)
+    want = _serial(_pool(server, exchange_env, 1)[0], since, until)
+    paged = {path: len(server.requests_to(path)) for path in ("/api/v3/myTrades", "/api/v3/allOrders")}
+
+    got = fetch_activity(_pool(server, exchange_env), "main", [SPOT, SWAP], since, until, read_ahead=spans)
+
+    pd.testing.assert_frame_equal(got[0], want[0])
+    pd.testing.assert_frame_equal(got[1], want[1])
+    assert ("300" in set(got[1]["exchange_order_id"])) is (reach_back > 45 * 60_000)
+    for path, before in paged.items():  # only what lies before the window before is paged again
+        again = server.requests_to(path)[before:]
+        assert all(int(r["endTime"]) <= T0 - HOUR for r in again), path
+        assert bool(again) is (reach_back > HOUR), path
+
+
+def test_kept_history_is_joined_only_where_it_ends_at_the_span_start():
+    span = read_ahead.Span(SPOT, T0, T0 + HOUR, fills=("f2",), orders=({"exchange_order_id": "2"},))
+    right = read_ahead.Span(SPOT, T0 - HOUR, T0, fills=("f1",), orders=({"exchange_order_id": "1"},))
+    gap = read_ahead.Span(SPOT, T0 - 2 * HOUR, T0 - 1, fills=("f0",))
+    joined = read_ahead._joined(right, span)
+    assert (joined.lo, joined.hi, joined.fills) == (T0 - HOUR, T0 + HOUR, ("f1", "f2"))
+    assert [o["exchange_order_id"] for o in joined.orders] == ["1", "2"]
+    assert read_ahead._joined(gap, span) is span
+    assert read_ahead._joined(None, span) is span
+
+
+def test_kept_history_serves_one_window_only():
+    ahead = ReadAhead({("p", T0)})
+    ahead.keep("main", {SPOT: (T0 - HOUR, T0, [("f1",)], [])})
+    ahead._pending["main", T0, T0 + HOUR] = _done({SPOT: read_ahead.Span(SPOT, T0, T0 + HOUR)})
+    assert ahead.take("main", T0, T0 + HOUR)[SPOT].lo == T0 - HOUR
+    ahead._pending["main", T0, T0 + HOUR] = _done({SPOT: read_ahead.Span(SPOT, T0, T0 + HOUR)})
+    assert ahead.take("main", T0, T0 + HOUR)[SPOT].lo == T0       # taken once, then gone
