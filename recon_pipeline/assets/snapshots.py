@@ -34,6 +34,7 @@ from dagster import (
 from recon_pipeline import schemas
 from recon_pipeline.assets.metadata import asset_keys, column_schema, frame_metadata, markdown_table
 from recon_pipeline.assets.stages import stage
+from recon_pipeline.db import copy as pgcopy
 from recon_pipeline.db import read
 from recon_pipeline.partitions import Window
 from recon_pipeline.resources import ExchangeClients, TradingDatabase
@@ -225,18 +226,36 @@ class DbRead:
 
 
 def read_db(trading_db: TradingDatabase, window: Window, settings: ReconSettings) -> DbRead:
+    """The window's DB frames. On Postgres the slices are read on a second connection while this one
+    reads the rest: both reads are mostly waiting for the server (a window of the week bench: 78 ms
+    in a row, 27 ms of it in this process). Each statement reads committed data as of its own start
+    (READ COMMITTED), on one connection or two alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with trading_db.connect() as conn:
         profile, profiles = load_profile(conn, window.profile_id)
         account = profile["account"]
         ids = profiles["profile_id"].tolist()
-        slices = read.read_trade_history(conn, account, window.start, window.end, settings.backfill_grace_minutes)
-        orders = read.read_orders(conn, account, window.start, window.end)
-        positions = read.read_positions(conn, ids)
-        state = ProfileState(
-            profile=profile, profiles=profiles, pauses=read.read_pauses(conn, ids),
-            ledger=read.read_ledger(conn, ids), streaks=read.read_streaks(conn, ids),
-            run_history=read.read_run_history(conn, window.profile_id, window.start),
-        )
+
+        def read_slices(c) -> pd.DataFrame:
+            return read.read_trade_history(c, account, window.start, window.end, settings.backfill_grace_minutes)
+
+        def on_own_connection() -> pd.DataFrame:
+            with trading_db.connect() as other:
+                return read_slices(other)
+
+        with ThreadPoolExecutor(max_workers=1) as alongside:
+            pending = alongside.submit(on_own_connection) if pgcopy.is_postgres(conn) else None
+            slices = read_slices(conn) if pending is None else None
+            orders = read.read_orders(conn, account, window.start, window.end)
+            positions = read.read_positions(conn, ids)
+            state = ProfileState(
+                profile=profile, profiles=profiles, pauses=read.read_pauses(conn, ids),
+                ledger=read.read_ledger(conn, ids), streaks=read.read_streaks(conn, ids),
+                run_history=read.read_run_history(conn, window.profile_id, window.start),
+            )
+            if pending is not None:
+                slices = pending.result()
     return DbRead(slices, orders, positions, state)
 
 

@@ -73,3 +73,35 @@ def test_an_old_open_slice_stretches_the_span_back_to_its_entry(engine):
     expected = {c[0] for c in CASES if c[5]} | {"closed_before_span", "exited_just_before_span_start",
                                                  "no_exit_time_entered_before_span"}
     assert got == expected, (sorted(got - expected), sorted(expected - got))
+
+
+def test_the_window_snapshot_reads_the_same_frames_on_two_connections_as_on_one(engine):
+    """``assets.snapshots.read_db`` reads the slices on a second connection on Postgres, alongside the
+    rest: the frames equal the ones each read gives alone, on one connection."""
+    from recon_pipeline.assets.snapshots import read_db
+    from recon_pipeline.db import read
+    from recon_pipeline.partitions import Window
+    from recon_pipeline.resources import TradingDatabase
+    from recon_pipeline.settings import ReconSettings
+
+    profile = {"profile_id": "p1", "exchange": "binance", "account": "acc", "market_type": "swap",
+               "sub_tag": "pa", "allocated_capital_usd": 1000.0, "trading_paused": False}
+    order = {"order_id": "o1", "profile_id": "p1", "trade_id": "open_in_future", "symbol": "BTC/USDT:USDT",
+             "side": "buy", "role": "ENTRY", "qty": 1.0, "price": 100.0, "filled_qty": 0.0, "status": "OPEN",
+             "client_order_id": "p1-e-1", "created_at": W, "updated_at": W}
+    seed(engine, {"profiles": [profile], "trade_history": [_row(*c[:5]) for c in CASES], "orders": [order],
+                  "positions": [{"profile_id": "p1", "symbol": "BTC/USDT:USDT", "qty": 1.0, "updated_at": W}]})
+    window = Window(start=W, profile_id="p1")
+    settings = ReconSettings()
+
+    got = read_db(TradingDatabase(url=engine.url.render_as_string(hide_password=False)), window, settings)
+
+    with engine.connect() as conn:
+        want_slices = read.read_trade_history(conn, "acc", W, W + H, settings.backfill_grace_minutes)
+        want_orders = read.read_orders(conn, "acc", W, W + H)
+        want_positions = read.read_positions(conn, ["p1"])
+    assert len(got.slices) == sum(c[5] for c in CASES) + 3  # the old OPEN slice stretches the span back
+    pd.testing.assert_frame_equal(got.slices, want_slices)
+    pd.testing.assert_frame_equal(got.orders, want_orders)
+    pd.testing.assert_frame_equal(got.positions, want_positions)
+    assert got.state.profile["profile_id"] == "p1"
