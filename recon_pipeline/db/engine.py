@@ -48,7 +48,11 @@ def make_engine(url: str) -> Engine:
 
         return engine
     connect_args = {"application_name": os.environ.get("RECON_DB_APPLICATION_NAME", "recon_pipeline")}
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    # A statement run with many parameter sets (a window's findings, corrections, outcomes: tens of
+    # rows, below the COPY threshold) goes to the server in pages of statements (psycopg2's
+    # execute_batch), not in one round trip per row. Any failing statement still fails the call.
+    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args,
+                            executemany_mode="values_plus_batch")
 
 
 _shared: dict[str, Engine] = {}
