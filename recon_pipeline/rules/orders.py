@@ -63,16 +63,15 @@ def _settled(created: pd.Series, updated: pd.Series, cutoff: pd.Timestamp) -> pd
 
 
 def _candidates(ex: pd.DataFrame, col: str, wanted: pd.Series) -> pd.DataFrame:
-    """The rows of ``ex`` whose ``col`` is one of ``wanted`` (the only rows a merge on it can match:
-    sorting and de-duplicating them alone gives the same winners). All of ``ex`` when none is."""
-    hit = ex.loc[isin_str(ex[col], wanted.dropna())]
-    return hit if len(hit) else ex
+    """The rows of ``ex`` whose ``col`` is one of ``wanted``: the only rows a merge on it can match, so
+    sorting and de-duplicating them alone gives the same winners. None when no wanted id is there (a
+    window without open DB orders no longer sorts every exchange order of the account for nothing)."""
+    return ex.loc[isin_str(ex[col], wanted.dropna())]
 
 
 def _match(db_open: pd.DataFrame, exchange_orders: pd.DataFrame) -> pd.DataFrame:
     exchange_orders_all = exchange_orders
-    exchange_orders = _candidates(exchange_orders, "exchange_order_id", db_open["exchange_order_id"]) \
-        if len(db_open) else exchange_orders
+    exchange_orders = _candidates(exchange_orders, "exchange_order_id", db_open["exchange_order_id"])
     ex = exchange_orders.rename(columns={c: f"ex_{c}" for c in exchange_orders.columns
                                          if c not in ("account",)})
     ex = ex.assign(_open_rank=(ex["ex_status"] != "open").astype(int))

@@ -161,3 +161,30 @@ def test_rerun_gives_identical_ids():
     assert a.corrections["correction_id"].tolist() == b.corrections["correction_id"].tolist()
     assert a.corrections["target_id"].is_unique
     pd.testing.assert_frame_equal(a.findings, b.findings)
+
+
+# --- matching looks only at the exchange orders a DB order can match ----------------------------------
+
+EX_MANY = [{"exchange_order_id": f"o{i}", "client_order_id": f"g1-x-t{i}", "status": "closed",
+            "updated_ts": F.at(i)} for i in range(2, 9)] + [
+           {"exchange_order_id": "o5", "client_order_id": "g1-x-t5", "status": "open", "updated_ts": F.at(1)}]
+
+
+@pytest.mark.parametrize("db", [
+    pytest.param([], id="no open DB order"),
+    pytest.param([{**DB_EXIT, "exchange_order_id": "o404", "client_order_id": "g1-x-t404"}], id="found by neither id"),
+    pytest.param([{**DB_EXIT, "exchange_order_id": "o5"}], id="by exchange id, the open row wins"),
+    pytest.param([{**DB_EXIT, "exchange_order_id": None, "client_order_id": "g1-x-t3"}], id="by client id"),
+    pytest.param([{**DB_EXIT, "exchange_order_id": "o2"},
+                  {**DB_EXIT, "order_id": "d2", "exchange_order_id": "o404", "client_order_id": "g1-x-t7"}],
+                 id="one by each id"),
+])
+def test_matching_equals_the_merge_over_every_exchange_order(db, monkeypatch):
+    from recon_pipeline.rules import orders
+
+    db_open = F.db_orders(db)
+    ex = F.exchange_orders(EX_MANY)
+    got = orders._match(db_open, ex)
+    monkeypatch.setattr(orders, "_candidates", lambda frame, col, wanted: frame)  # no pruning: the reference
+    want = orders._match(db_open, ex)
+    pd.testing.assert_frame_equal(got, want)
