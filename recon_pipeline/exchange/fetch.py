@@ -27,6 +27,7 @@ from ccxt.base.precise import Precise
 
 from recon_pipeline import schemas
 from recon_pipeline.exchange.client import Redactor
+from recon_pipeline.exchange.read_ahead import Span
 
 PAGE_LIMIT = 1000  # Binance's maximum page for myTrades / userTrades / allOrders
 SPOT_WINDOW_MS = 24 * 3_600_000  # Binance spot: at most 24 h between startTime and endTime
@@ -564,7 +565,7 @@ def share_markets(clients: Sequence[Any]) -> None:
 def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str], since: pd.Timestamp,
                    until: pd.Timestamp, lookup_ids: Mapping[str, list[str]] | None = None, *,
                    read_ahead: Mapping[str, Any] | None = None,
-                   settled: dict[str, tuple] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   settled: dict[str, Span] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(EXCHANGE_FILLS, EXCHANGE_ORDERS) of ``symbols``: exactly :func:`fetch_fills` followed by
     :func:`fetch_orders` with ``fills=`` the fills, done per symbol, the symbols spread over
     ``clients`` (each client serves one symbol at a time: ccxt clients are not thread-safe).
@@ -579,8 +580,8 @@ def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str],
     span reaches back further: its rows before ``since`` are left out), its open orders are asked
     again (see :func:`symbol_orders`).
 
-    ``settled``: when given, filled with symbol -> ``(lo, hi, fill rows, order rows)`` of each fills
-    symbol: its fills of ``[since, until)`` and the orders created in ``[since, until]``, as of now,
+    ``settled``: when given, filled with symbol -> the :class:`Span` ``[since, until)`` of each fills
+    symbol: its fills in it and the orders created in ``[since, until]``, as of now,
     for a later window's read-ahead to reuse (``read_ahead.ReadAhead.keep``; the caller keeps them
     only when ``until`` had passed on the exchange's clock).
 
@@ -602,14 +603,14 @@ def fetch_activity(clients: Sequence[Any], account: str, symbols: Iterable[str],
         cut = max(span.lo, lo) if span is not None else hi  # [lo, cut) is paged now, [cut, hi) was read ahead
         fills = symbol_fill_rows(ex, account, symbol, lo, cut) if symbol in fill_symbols else []
         known: list[dict] = []
-        if span is not None:
-            fills = fills + (list(span.fills) if span.lo >= lo else [r for r in span.fills if r[9] >= lo])
-            known = list(span.orders) if span.lo >= lo else [o for o in span.orders if o["created_ts"] >= lo]
+        if span is not None:  # a span reaching back past since: its rows before since are not asked for
+            fills = fills + [r for r in span.fills if r[9] >= lo]
+            known = [o for o in span.orders if o["created_ts"] >= lo]
         wanted = set(lookup.get(symbol, ())) | {r[2] for r in fills}
         # orders are created in [lo, until] (inclusive): the span read ahead holds [cut, hi]
         orders = symbol_orders(ex, account, symbol, lo, cut if span is not None else hi + 1, wanted, known=known)
         if settled is not None and symbol in fill_symbols:
-            settled[symbol] = (lo, hi, fills, [o for o in orders if lo <= o["created_ts"] <= hi])
+            settled[symbol] = Span(symbol, lo, hi, tuple(fills), tuple(o for o in orders if lo <= o["created_ts"] <= hi))
         return fills, orders
 
     parts = per_symbol_in_parallel(clients, todo, one)

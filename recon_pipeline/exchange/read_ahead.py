@@ -117,7 +117,7 @@ class ReadAhead:
     used: int = 0
     missed: int = 0
 
-    def keep(self, account: str, settled: dict[str, tuple]) -> None:
+    def keep(self, account: str, settled: dict[str, Span]) -> None:
         """Keep the history a window's snapshot just read (``fetch.fetch_activity(settled=...)``), which
         had ended on the exchange's clock, for the next window of the account.
 
@@ -126,8 +126,7 @@ class ReadAhead:
         window read just before, whose history cannot change any more. The next window takes it from
         here (:meth:`take`) instead of paging each symbol's fills and orders again (two requests per
         symbol and window). Only the last window is kept."""
-        self._settled[account] = {sym: Span(sym, lo, hi, tuple(fills), tuple(orders))
-                                  for sym, (lo, hi, fills, orders) in settled.items()}
+        self._settled[account] = dict(settled)
 
     def schedule(self, account: str, profile_id: str, symbols: Iterable[str], lo: int, hi: int, now: int,
                  options: dict, concurrency: int) -> bool:

@@ -215,7 +215,7 @@ def test_kept_history_is_joined_only_where_it_ends_at_the_span_start():
 
 def test_kept_history_serves_one_window_only():
     ahead = ReadAhead({("p", T0)})
-    ahead.keep("main", {SPOT: (T0 - HOUR, T0, [("f1",)], [])})
+    ahead.keep("main", {SPOT: read_ahead.Span(SPOT, T0 - HOUR, T0, fills=(("f1",),))})
     ahead._pending["main", T0, T0 + HOUR] = _done({SPOT: read_ahead.Span(SPOT, T0, T0 + HOUR)})
     assert ahead.take("main", T0, T0 + HOUR)[SPOT].lo == T0 - HOUR
     ahead._pending["main", T0, T0 + HOUR] = _done({SPOT: read_ahead.Span(SPOT, T0, T0 + HOUR)})
