@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.recon/dagster_home
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-scaling test-fast soak ui bench bench-e2e bench-backfill lint clean
+.PHONY: install demo test test-scaling test-fast soak ui bench bench-e2e bench-backfill bench-window lint clean
 
 install: $(VENV)/.installed
 
@@ -59,6 +59,9 @@ bench-e2e: install
 
 bench-backfill: install
 	$(BIN)/python -m bench.backfill $(BENCH_ARGS)
+
+bench-window: install
+	$(BIN)/python -m bench.window_profile $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
