@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from dagster import DagsterInstance
 
 from recon_pipeline.ephemeral_instance import (
     NARRATION_EVENTS,
     ephemeral_instance,
+    latest_materializations_from_entries,
     one_event_log_connection,
     remember_dynamic_partitions,
     store_only_what_is_read_back,
@@ -191,7 +193,68 @@ def test_asset_entries_are_updated_in_place_without_integrity_errors():
 def test_every_tuning_leaves_a_persistent_instance_alone(tmp_path):
     instance = DagsterInstance.local_temp(str(tmp_path))
     storage = instance._event_storage
-    for tune in (store_only_what_is_read_back, upsert_asset_entries):
+    for tune in (store_only_what_is_read_back, upsert_asset_entries, latest_materializations_from_entries):
         assert tune(instance) is instance
     assert "should_store_event" not in vars(instance)
     assert "_store_asset_event" not in vars(storage)
+    assert "_get_latest_materialization_records" not in vars(storage)
+
+
+
+def _entries_after_runs(wipe: bool):
+    from dagster import AssetKey
+
+    instance = DagsterInstance.ephemeral()
+    dagster_own = instance._event_storage._get_latest_materialization_records
+    latest_materializations_from_entries(instance)
+    assert all(r.success for r in _runs(instance))
+    if wipe:  # an observation after the wipe lists the entry again, with its record from before the wipe
+        from dagster import AssetObservation
+
+        instance.wipe_assets([AssetKey("upstream")])
+        instance.report_runless_asset_event(AssetObservation(asset_key="upstream"))
+    return instance, dagster_own, [dict(r) for r in instance._event_storage._fetch_asset_rows()]
+
+
+@pytest.mark.parametrize("wipe", [False, True], ids=["as stored", "one asset wiped"])
+@pytest.mark.parametrize("entries", ["all", "without stored records", "recorded before a wipe", "mixed", "none"])
+def test_latest_materializations_equal_dagsters_own_answer(wipe, entries):
+    from dagster._core.assets import AssetDetails
+    from dagster._serdes import serialize_value
+
+    instance, dagster_own, rows = _entries_after_runs(wipe)
+    legacy = [{**r, "last_materialization": None} for r in rows]   # entries of an older format
+    # an entry whose stored record predates the asset's wipe (Dagster must look the asset up instead)
+    stale = [{**r, "asset_details": serialize_value(AssetDetails(last_wipe_timestamp=4_102_444_800.0))}
+             for r in rows]
+    case = {"all": rows, "without stored records": legacy, "recorded before a wipe": stale,
+            "mixed": [*rows[:1], *stale[1:]], "none": []}[entries]
+    assert len(rows) == 2
+    tuned = instance._event_storage._get_latest_materialization_records
+    assert tuned is not dagster_own
+    assert tuned(case) == dagster_own(case)
+
+
+def test_entries_holding_their_record_need_no_look_up():
+    from dagster import AssetKey
+
+    instance = DagsterInstance.ephemeral()
+    storage = instance._event_storage
+    dagster_own = storage._get_latest_materialization_records
+    looked_up: list[int] = []
+    storage._get_latest_materialization_records = lambda rows: (looked_up.append(len(rows)), dagster_own(rows))[1]
+    latest_materializations_from_entries(instance)
+    assert all(r.success for r in _runs(instance))
+    looked_up.clear()
+    records = instance.get_asset_records([AssetKey("upstream"), AssetKey("downstream")])
+    assert sorted(r.asset_entry.last_materialization_record.event_log_entry.dagster_event.asset_key.to_user_string()
+                  for r in records) == ["downstream", "upstream"]
+    assert looked_up == []                                     # Dagster's method would have queried
+    from dagster import AssetObservation
+
+    instance.wipe_assets([AssetKey("upstream")])
+    instance.report_runless_asset_event(AssetObservation(asset_key="upstream"))
+    records = instance.get_asset_records([AssetKey("upstream"), AssetKey("downstream")])
+    assert looked_up == [1]                          # only the wiped asset's entry is looked up
+    assert {r.asset_entry.asset_key.to_user_string(): r.asset_entry.last_materialization_record is None
+            for r in records} == {"upstream": True, "downstream": False}
