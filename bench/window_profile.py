@@ -126,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, outcome in enumerate(runner.backfill(windows[0], windows[-1], [week.PROFILE], apply=True)):
             t2, c2 = time.perf_counter(), time.process_time()
             rows.append((t2 - t, c2 - c, on if toggle is not None else None))
-            print(f"{i:4d} wall {t2 - t:6.3f} s  cpu {c2 - c:6.3f} s  {'on ' if on else 'off'}  "
-                  f"{outcome.summary()[:100]}" if toggle is not None else
-                  f"{i:4d} wall {t2 - t:6.3f} s  cpu {c2 - c:6.3f} s  {outcome.summary()[:100]}", flush=True)
+            flag = ("on   " if on else "off  ") if toggle is not None else ""
+            print(f"{i:4d} wall {t2 - t:6.3f} s  cpu {c2 - c:6.3f} s  {flag}{outcome.summary()[:100]}", flush=True)
             if i == args.settle:
                 before, t_before = _sample(_processes(emulator.pid)), time.perf_counter()
             if i == len(windows) - 1:  # before the backfill ends: its workers and connections close then

@@ -246,7 +246,7 @@ def read_db(trading_db: TradingDatabase, window: Window, settings: ReconSettings
 
         with ThreadPoolExecutor(max_workers=1) as alongside:
             pending = alongside.submit(on_own_connection) if pgcopy.is_postgres(conn) else None
-            here = read_slices(conn) if pending is None else None
+            slices = read_slices(conn) if pending is None else None  # SQLite: one connection, in order
             orders = read.read_orders(conn, account, window.start, window.end)
             positions = read.read_positions(conn, ids)
             state = ProfileState(
@@ -254,7 +254,8 @@ def read_db(trading_db: TradingDatabase, window: Window, settings: ReconSettings
                 ledger=read.read_ledger(conn, ids), streaks=read.read_streaks(conn, ids),
                 run_history=read.read_run_history(conn, window.profile_id, window.start),
             )
-            slices = here if pending is None else pending.result()
+            if pending is not None:
+                slices = pending.result()
     return DbRead(slices, orders, positions, state)
 
 
